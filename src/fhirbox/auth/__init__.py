@@ -1,0 +1,1 @@
+"""Authentication: who is calling (Basic or Bearer), secret hashing and its cache, the principal."""

@@ -1,0 +1,18 @@
+"""The authenticated caller of a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A client authenticated by Basic credentials or by a bearer token of one of its Sessions."""
+
+    client_id: str
+    client: dict[str, Any]
+    is_root: bool = False
+    session: dict[str, Any] | None = None
+    jwt: dict[str, Any] | None = None
+    scope: tuple[str, ...] = field(default_factory=tuple)

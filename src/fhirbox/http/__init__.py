@@ -1,0 +1,1 @@
+"""HTTP plumbing: requests, body parsing, content negotiation, responses and errors."""

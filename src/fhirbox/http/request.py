@@ -1,0 +1,117 @@
+"""The request as handlers see it: method, path, query, lower-case headers and a bounded body."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fhirbox.http.errors import HttpError
+from fhirbox.http.formats import parse_document
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Request:
+    """One HTTP request. The body is read on demand and never beyond ``max_body_bytes``."""
+
+    __slots__ = (
+        "_body",
+        "_query",
+        "_receive",
+        "headers",
+        "max_body_bytes",
+        "max_depth",
+        "method",
+        "path",
+        "path_params",
+        "query_string",
+        "request_id",
+        "scope",
+    )
+
+    def __init__(
+        self, scope: Scope, receive: Receive, *, max_body_bytes: int, max_depth: int, request_id: str
+    ) -> None:
+        self.scope = scope
+        self._receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query_string: str = scope.get("query_string", b"").decode("latin-1")
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.headers = headers
+        self.max_body_bytes = max_body_bytes
+        self.max_depth = max_depth
+        self.request_id = request_id
+        self.path_params: dict[str, str] = {}
+        self._body: bytes | None = None
+        self._query: list[tuple[str, str]] | None = None
+
+    @property
+    def query(self) -> list[tuple[str, str]]:
+        """Query parameters in order, repeated names kept."""
+        if self._query is None:
+            try:
+                self._query = parse_qsl(
+                    self.query_string, keep_blank_values=True, strict_parsing=False, errors="strict"
+                )
+            except UnicodeDecodeError:
+                raise HttpError(400, "Query string is not valid UTF-8") from None
+        return self._query
+
+    def query_value(self, name: str) -> str | None:
+        for key, value in self.query:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def client_addr(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else ""
+
+    async def body(self) -> bytes:
+        """The whole body; 413 past the limit, whether announced by Content-Length or chunked."""
+        if self._body is not None:
+            return self._body
+        declared = self.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > self.max_body_bytes:
+                    raise HttpError(413, f"Request body is larger than {self.max_body_bytes} bytes")
+            except ValueError:
+                raise HttpError(400, "Invalid Content-Length") from None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "Client disconnected before sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise HttpError(413, f"Request body is larger than {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self._body = b"".join(chunks)
+        return self._body
+
+    async def document(self) -> Any:
+        """The body decoded as JSON or YAML according to Content-Type."""
+        body = await self.body()
+        if not body.strip():
+            raise HttpError(400, "Request body is empty")
+        return parse_document(
+            body,
+            self.headers.get("content-type"),
+            max_depth=self.max_depth,
+            max_nodes=max(self.max_body_bytes, 1024),
+        )

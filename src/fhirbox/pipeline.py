@@ -1,0 +1,93 @@
+"""The one request pipeline: route, authenticate, authorize, handle, and turn every failure into an
+OperationOutcome. Features extend it by registering routes, authentication schemes and an authorizer;
+no route repeats these checks."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+from typing import Protocol
+
+from fhirbox.auth.authenticate import Authenticator
+from fhirbox.auth.principal import Principal
+from fhirbox.http.errors import HttpError, operation_outcome
+from fhirbox.http.request import Receive, Request, Scope, Send
+from fhirbox.http.responses import Response, error_response, render
+from fhirbox.http.routing import Route, Router
+
+log = logging.getLogger("fhirbox.request")
+
+
+class Authorizer(Protocol):
+    async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
+        """Return when ``principal`` may make ``request``; raise a 403 ``HttpError`` otherwise."""
+
+
+class RootOnly:
+    """Until policies decide, only the root client may act."""
+
+    async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
+        if not principal.is_root:
+            raise HttpError(403, "Forbidden")
+
+
+class RequestIds:
+    """Cheap unique request ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = f"{os.getpid():x}{secrets.token_hex(3)}"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        router: Router,
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        max_body_bytes: int,
+        max_depth: int,
+    ) -> None:
+        self.router = router
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.max_body_bytes = max_body_bytes
+        self.max_depth = max_depth
+        self.ids = RequestIds()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(
+            scope,
+            receive,
+            max_body_bytes=self.max_body_bytes,
+            max_depth=self.max_depth,
+            request_id=self.ids.next(),
+        )
+        try:
+            response = await self.respond(request)
+        except HttpError as error:
+            response = error_response(request, error)
+        except Exception:
+            log.exception(
+                "internal error in request %s %s %s", request.request_id, request.method, request.path
+            )
+            outcome = operation_outcome(
+                "exception", f"Internal server error; request id {request.request_id}"
+            )
+            response = render(request, 500, outcome, {"X-Request-Id": request.request_id})
+        await response.send(send)
+
+    async def respond(self, request: Request) -> Response:
+        route, params = self.router.match(request.method, request.path)
+        request.path_params = params
+        if route.public:
+            return await route.handler(request, None)
+        principal = await self.authenticator.authenticate(request)
+        if route.authorize:
+            await self.authorizer.authorize(request, principal, route)
+        return await route.handler(request, principal)

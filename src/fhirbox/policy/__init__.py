@@ -1,0 +1,1 @@
+"""AccessPolicy authorization (filled in by the AccessPolicy work)."""

@@ -1,0 +1,251 @@
+"""CRUD and history for any resource type, in Aidbox's REST format."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from fhirbox.auth.principal import Principal
+from fhirbox.http.errors import HttpError
+from fhirbox.http.request import Request
+from fhirbox.http.responses import Response, empty, render
+from fhirbox.http.routing import Route, Router
+from fhirbox.rest.patch import apply_patch
+from fhirbox.rest.rules import ResourceRules
+from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, SearchRequest, searchset
+from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, Store, Stored
+
+TYPE_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_PATCH_RETRIES = 20
+
+
+class _Raced(Exception):
+    """The resource changed between reading it and writing the patched version."""
+
+
+def etag(stored: Stored) -> str:
+    return f'W/"{stored.version}"'
+
+
+def check_if_match(header: str | None, current: Stored | None) -> None:
+    """412 unless ``If-Match`` names the current version (``*``: any existing version)."""
+    if header is None:
+        return
+    live = current is not None and not current.deleted
+    wanted = header.strip()
+    if wanted == "*":
+        if not live:
+            raise HttpError(412, "If-Match: * but the resource does not exist")
+        return
+    versions = {tag.strip().removeprefix("W/").strip('"') for tag in wanted.split(",")}
+    if not live or current is None or str(current.version) not in versions:
+        raise HttpError(412, "Version Id mismatch", code="conflict")
+
+
+class ResourceApi:
+    """Handlers for ``/{type}``, ``/{type}/{id}`` and their history."""
+
+    def __init__(self, store: Store, rules: ResourceRules, base_url: str) -> None:
+        self.store = store
+        self.rules = rules
+        self.base_url = base_url
+
+    def add_routes(self, router: Router) -> None:
+        router.add("GET", "/{type}", Route(self.search, "search"))
+        router.add("POST", "/{type}", Route(self.create, "create"))
+        router.add("GET", "/{type}/{id}", Route(self.read, "read"))
+        router.add("PUT", "/{type}/{id}", Route(self.update, "update"))
+        router.add("PATCH", "/{type}/{id}", Route(self.patch, "patch"))
+        router.add("DELETE", "/{type}/{id}", Route(self.delete, "delete"))
+        router.add("GET", "/{type}/{id}/_history", Route(self.history, "history"))
+        router.add("GET", "/{type}/{id}/_history/{vid}", Route(self.vread, "vread"))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def resource_type(self, request: Request) -> str:
+        type_ = request.path_params["type"]
+        if not TYPE_PATTERN.match(type_) or type_ in self.rules.internal_types:
+            raise HttpError(404, f"Unknown resource type {type_!r}")
+        return type_
+
+    def target(self, request: Request, *, writing: bool = False) -> tuple[str, str]:
+        type_ = self.resource_type(request)
+        id_ = request.path_params["id"]
+        if not ID_PATTERN.match(id_):
+            if writing:
+                raise HttpError(422, f"Invalid id {id_!r}: use 1-64 of A-Z a-z 0-9 - .")
+            raise HttpError(404, f"Resource {type_}/{id_} not found")
+        return type_, id_
+
+    def respond(
+        self, request: Request, status: int, stored: Stored, extra: dict[str, str] | None = None
+    ) -> Response:
+        headers = {"ETag": etag(stored), "Last-Modified": stored.body["meta"]["lastUpdated"]}
+        if extra:
+            headers.update(extra)
+        return render(request, status, self.rules.present(stored.type, stored.body), headers)
+
+    async def incoming(self, request: Request, type_: str) -> dict[str, Any]:
+        """The request body as a resource of ``type_``, checked and prepared for storage."""
+        body = await request.document()
+        if not isinstance(body, dict):
+            raise HttpError(422, "The resource must be a JSON object")
+        declared = body.get("resourceType", type_)
+        if declared != type_:
+            raise HttpError(422, f"resourceType {declared!r} does not match the URL's type {type_!r}")
+        body["resourceType"] = type_
+        for hidden in self.rules.hidden_fields(type_):
+            if hidden in body and not isinstance(body[hidden], str):
+                raise HttpError(422, f"{hidden} must be a string")
+        await self.rules.prepare(type_, body)
+        return body
+
+    def writer(self, type_: str, body: dict[str, Any], if_match: str | None) -> Mutation:
+        def mutation(current: Stored | None) -> dict[str, Any]:
+            check_if_match(if_match, current)
+            new = dict(body)
+            self.rules.carry_hidden(type_, new, current)
+            return new
+
+        return mutation
+
+    # -- handlers --------------------------------------------------------------------------------
+    async def read(self, request: Request, principal: Principal | None) -> Response:
+        type_, id_ = self.target(request)
+        stored = await self.store.read(type_, id_)
+        if stored is None:
+            raise HttpError(404, f"Resource {type_}/{id_} not found")
+        if stored.deleted:
+            raise HttpError(410, f"Resource {type_}/{id_} was deleted")
+        return self.respond(request, 200, stored)
+
+    async def vread(self, request: Request, principal: Principal | None) -> Response:
+        type_, id_ = self.target(request)
+        vid = request.path_params["vid"]
+        stored = await self.store.read_version(type_, id_, int(vid)) if vid.isdigit() else None
+        if stored is None:
+            raise HttpError(404, f"Version {vid} of {type_}/{id_} not found")
+        if stored.deleted:
+            raise HttpError(410, f"Version {vid} of {type_}/{id_} is a deletion")
+        return self.respond(request, 200, stored)
+
+    async def update(self, request: Request, principal: Principal | None) -> Response:
+        type_, id_ = self.target(request, writing=True)
+        body = await self.incoming(request, type_)
+        body["id"] = id_
+        result = await self.store.mutate(
+            type_, id_, self.writer(type_, body, request.headers.get("if-match"))
+        )
+        assert result.after is not None
+        return self.respond(request, 201 if result.created else 200, result.after)
+
+    async def create(self, request: Request, principal: Principal | None) -> Response:
+        type_ = self.resource_type(request)
+        body = await self.incoming(request, type_)
+        id_ = body.get("id")
+        if id_ is None:
+            id_ = str(uuid.uuid4())
+        elif not isinstance(id_, str) or not ID_PATTERN.match(id_):
+            raise HttpError(422, f"Invalid id {id_!r}: use 1-64 of A-Z a-z 0-9 - .")
+        body["id"] = id_
+
+        def mutation(current: Stored | None) -> dict[str, Any]:
+            if current is not None and not current.deleted:
+                raise HttpError(409, f"Resource {type_}/{id_} already exists")
+            return dict(body)
+
+        result = await self.store.mutate(type_, id_, mutation)
+        assert result.after is not None
+        location = f"{self.base_url}/{type_}/{id_}/_history/{result.after.version}"
+        return self.respond(request, 201, result.after, {"Location": location})
+
+    async def patch(self, request: Request, principal: Principal | None) -> Response:
+        type_, id_ = self.target(request, writing=True)
+        patch = await request.document()
+        if_match = request.headers.get("if-match")
+        content_type = request.headers.get("content-type")
+        for _ in range(_PATCH_RETRIES):
+            current = await self.store.read(type_, id_)
+            if current is None or current.deleted:
+                if if_match is not None:
+                    check_if_match(if_match, current)
+                status = 404 if current is None else 410
+                raise HttpError(status, f"Resource {type_}/{id_} not found")
+            check_if_match(if_match, current)
+            patched = apply_patch(self.rules.present(type_, current.body), patch, content_type)
+            if not isinstance(patched, dict):
+                raise HttpError(422, "The patched resource must be a JSON object")
+            if patched.get("resourceType", type_) != type_ or patched.get("id", id_) != id_:
+                raise HttpError(422, "A patch may not change resourceType or id")
+            patched.pop("meta", None)
+            patched.update(resourceType=type_, id=id_)
+            await self.rules.prepare(type_, patched)
+            seen = current.version
+
+            def mutation(latest: Stored | None, patched: dict[str, Any] = patched, seen: int = seen) -> Any:
+                if latest is None or latest.version != seen:
+                    raise _Raced
+                new = dict(patched)
+                self.rules.carry_hidden(type_, new, latest)
+                return new
+
+            try:
+                result = await self.store.mutate(type_, id_, mutation)
+            except _Raced:
+                continue
+            assert result.after is not None
+            return self.respond(request, 200, result.after)
+        raise HttpError(409, f"Resource {type_}/{id_} is changing too often to patch; retry")
+
+    async def delete(self, request: Request, principal: Principal | None) -> Response:
+        type_, id_ = self.target(request, writing=True)
+        if_match = request.headers.get("if-match")
+
+        def mutation(current: Stored | None) -> Any:
+            if current is None or current.deleted:
+                return UNCHANGED
+            check_if_match(if_match, current)
+            return DELETE
+
+        result = await self.store.mutate(type_, id_, mutation)
+        if result.after is None or result.after is result.before:
+            return empty(204)
+        return self.respond(request, 200, result.after)
+
+    async def search(self, request: Request, principal: Principal | None) -> Response:
+        type_ = self.resource_type(request)
+        search = SearchRequest(request.query, self.rules.hidden_fields(type_))
+        found = await self.store.search(type_, search.query)
+        resources = [search.project(self.rules.present(type_, body)) for body in found.resources]
+        return render(request, 200, searchset(search, resources, found.total, f"{self.base_url}/{type_}"))
+
+    async def history(self, request: Request, principal: Principal | None) -> Response:
+        type_, id_ = self.target(request)
+        count, page = DEFAULT_COUNT, 1
+        for name, value in request.query:
+            if name == "_count" and value.isdigit() and 0 < int(value) <= MAX_COUNT:
+                count = int(value)
+            elif name == "_page" and value.isdigit() and int(value) > 0:
+                page = int(value)
+            elif name not in ("_format",):
+                raise HttpError(400, f"Unsupported history parameter {name}={value!r}")
+        versions, total = await self.store.history(type_, id_, count, (page - 1) * count)
+        if total == 0:
+            raise HttpError(404, f"Resource {type_}/{id_} not found")
+        methods = {"create": "POST", "update": "PUT", "delete": "DELETE"}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "history",
+            "total": total,
+            "entry": [
+                {
+                    "resource": self.rules.present(type_, stored.body),
+                    "fullUrl": f"{self.base_url}/{type_}/{id_}",
+                    "request": {"method": methods[stored.op], "url": f"{type_}/{id_}"},
+                    "response": {"etag": etag(stored), "lastModified": stored.body["meta"]["lastUpdated"]},
+                }
+                for stored in versions
+            ],
+        }
+        return render(request, 200, bundle)

@@ -1,0 +1,52 @@
+"""Per-type rules that features add to the generic REST API: checks and preparation before a write,
+fields that are never shown, and types that are internal to the server."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fhirbox.storage.base import Stored
+
+WriteHook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ResourceRules:
+    def __init__(self) -> None:
+        self._hooks: dict[str, list[WriteHook]] = {}
+        self._hidden: dict[str, tuple[str, ...]] = {}
+        self.internal_types: set[str] = set()
+
+    def on_write(self, type_: str, hook: WriteHook) -> None:
+        """Run ``hook(body)`` before every write of ``type_``; it may change the body or raise a 422."""
+        self._hooks.setdefault(type_, []).append(hook)
+
+    def hide_fields(self, type_: str, *names: str) -> None:
+        """Never return these fields; a write that omits them keeps the stored values."""
+        self._hidden[type_] = (*self._hidden.get(type_, ()), *names)
+
+    def hide_type(self, type_: str) -> None:
+        """Keep ``type_`` out of the REST API entirely (server-internal data)."""
+        self.internal_types.add(type_)
+
+    def hidden_fields(self, type_: str) -> tuple[str, ...]:
+        return self._hidden.get(type_, ())
+
+    async def prepare(self, type_: str, body: dict[str, Any]) -> None:
+        for hook in self._hooks.get(type_, ()):
+            await hook(body)
+
+    def carry_hidden(self, type_: str, body: dict[str, Any], before: Stored | None) -> None:
+        hidden = self._hidden.get(type_)
+        if not hidden or before is None or before.deleted:
+            return
+        for name in hidden:
+            if name not in body and name in before.body:
+                body[name] = before.body[name]
+
+    def present(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The resource as clients may see it."""
+        hidden = self._hidden.get(type_)
+        if not hidden or not any(name in body for name in hidden):
+            return body
+        return {key: value for key, value in body.items() if key not in hidden}

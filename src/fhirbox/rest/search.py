@@ -1,0 +1,204 @@
+"""Search parameters to a ``SearchQuery``, and results to a FHIR ``Bundle``."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fhirbox.http.errors import HttpError
+from fhirbox.storage.base import Comparison, Filter, SearchQuery, SortKey
+
+DEFAULT_COUNT = 100
+MAX_COUNT = 1000
+_PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
+_CONTROL = frozenset({"_count", "_page", "_sort", "_elements", "_id", "_lastUpdated", "_format", "_total"})
+
+
+def parse_path(text: str, what: str) -> tuple[str, ...]:
+    keys = tuple(text.split("."))
+    if not all(_PATH_KEY.match(key) for key in keys):
+        raise HttpError(400, f"Invalid {what} {text!r}: use dotted field names like client.id")
+    return keys
+
+
+def _positive(name: str, value: str, maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise HttpError(400, f"{name} must be a positive integer, got {value!r}") from None
+    if number < 1 or (maximum is not None and number > maximum):
+        limit = f" and at most {maximum}" if maximum else ""
+        raise HttpError(400, f"{name} must be at least 1{limit}, got {value!r}")
+    return number
+
+
+def _instant(value: str) -> str:
+    """A date or date-time in any ISO 8601 form, as the store's fixed-width UTC text."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise HttpError(400, f"Invalid date {value!r}: use ISO 8601, e.g. 2024-01-31T12:00:00Z") from None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class SearchRequest:
+    """A parsed search: the store query, plus paging and projection for the response."""
+
+    def __init__(self, params: list[tuple[str, str]], hidden_fields: tuple[str, ...] = ()) -> None:
+        self.count = DEFAULT_COUNT
+        self.page = 1
+        self.elements: tuple[list[tuple[str, ...]], list[tuple[str, ...]]] | None = None
+        self.params = params
+        filters: list[Filter] = []
+        comparisons: list[Comparison] = []
+        ids: list[str] = []
+        sort: list[SortKey] = []
+        for name, value in params:
+            if name.startswith("_"):
+                if name not in _CONTROL:
+                    raise HttpError(400, f"Unknown search parameter {name!r}")
+                if name == "_count":
+                    self.count = _positive("_count", value, MAX_COUNT)
+                elif name == "_page":
+                    self.page = _positive("_page", value)
+                elif name == "_sort":
+                    sort.extend(self._sort_keys(value))
+                elif name == "_elements":
+                    self.elements = self._elements(value)
+                elif name == "_id":
+                    ids.extend(part for part in value.split(",") if part)
+                elif name == "_lastUpdated":
+                    prefix, rest = (value[:2], value[2:]) if value[:2] in _PREFIXES else ("eq", value)
+                    if prefix == "eq" and len(rest.strip()) == 10:
+                        day = _instant(rest)
+                        comparisons.append(Comparison("lastUpdated", "ge", day))
+                        comparisons.append(Comparison("lastUpdated", "lt", day[:10] + "T23:59:59.999999Z"))
+                    else:
+                        comparisons.append(Comparison("lastUpdated", prefix, _instant(rest)))
+                continue
+            path = parse_path(name, "search parameter")
+            if path[0] in hidden_fields:
+                raise HttpError(400, f"Search on {name!r} is not allowed")
+            filters.append(Filter(path, value))
+        self.query = SearchQuery(
+            filters=filters,
+            comparisons=comparisons,
+            ids=ids,
+            sort=sort,
+            limit=self.count,
+            offset=(self.page - 1) * self.count,
+        )
+
+    @staticmethod
+    def _sort_keys(value: str) -> list[SortKey]:
+        keys = []
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            descending = part.startswith("-")
+            name = part[1:] if descending else part
+            if name in ("_id", "_lastUpdated"):
+                keys.append(SortKey((name,), descending))
+            else:
+                keys.append(SortKey(parse_path(name, "sort key"), descending))
+        return keys
+
+    @staticmethod
+    def _elements(value: str) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+        include: list[tuple[str, ...]] = []
+        exclude: list[tuple[str, ...]] = []
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part.startswith("-"):
+                exclude.append(parse_path(part[1:], "element"))
+            else:
+                include.append(parse_path(part, "element"))
+        return include, exclude
+
+    def project(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``_elements``: keep the named paths (plus resourceType, id, meta), drop ``-`` ones."""
+        if self.elements is None:
+            return resource
+        include, exclude = self.elements
+        if include:
+            result: dict[str, Any] = {
+                key: resource[key] for key in ("resourceType", "id", "meta") if key in resource
+            }
+            for path in include:
+                _copy_path(resource, result, path)
+        else:
+            result = _deep_copy_dicts(resource)
+        for path in exclude:
+            _drop_path(result, path)
+        return result
+
+    def link(self, base: str, page: int) -> str:
+        params = [(k, v) for k, v in self.params if k != "_page"]
+        params.append(("_page", str(page)))
+        return f"{base}?{urlencode(params)}"
+
+
+def _copy_path(source: dict[str, Any], target: dict[str, Any], path: tuple[str, ...]) -> None:
+    key = path[0]
+    if key not in source:
+        return
+    if len(path) == 1 or not isinstance(source[key], dict):
+        target[key] = source[key]
+        return
+    child = target.setdefault(key, {})
+    if isinstance(child, dict):
+        _copy_path(source[key], child, path[1:])
+
+
+def _drop_path(target: dict[str, Any], path: tuple[str, ...]) -> None:
+    node: Any = target
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+
+
+def _deep_copy_dicts(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy_dicts(v) if isinstance(v, dict) else v for k, v in value.items()}
+
+
+def searchset(
+    search: SearchRequest, resources: list[dict[str, Any]], total: int, base: str
+) -> dict[str, Any]:
+    """A ``searchset`` Bundle with ``self``, ``first``, ``next`` and ``previous`` links."""
+    links = [
+        {"relation": "self", "url": search.link(base, search.page)},
+        {"relation": "first", "url": search.link(base, 1)},
+    ]
+    if search.page * search.count < total:
+        links.append({"relation": "next", "url": search.link(base, search.page + 1)})
+    if search.page > 1:
+        links.append({"relation": "previous", "url": search.link(base, search.page - 1)})
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": links,
+        "entry": [
+            {
+                "resource": resource,
+                "fullUrl": f"{base}/{resource.get('id')}",
+                "search": {"mode": "match"},
+            }
+            for resource in resources
+        ],
+    }
