@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -78,6 +79,10 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         f"fhirbox listening on http://{settings.host}:{settings.port} (database {settings.database_url})"
     )
     sys.stdout.flush()
+    # uvicorn re-raises the stop signal after its graceful shutdown; a no-op handler turns that into a
+    # normal exit (status 0) instead of death by signal.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda signum, frame: None)
     uvicorn.run(
         "fhirbox.app:create_app",
         factory=True,

@@ -22,10 +22,13 @@ class ClientDirectory:
         self.store = store
         self.verifier = verifier
         self._cache: dict[str, Stored | None] = {}
+        # Bumped on every Client change: a lookup that overlapped a change must not cache what it read.
+        self._generation = 0
         store.subscribe(self._changed)
 
     def _changed(self, type_: str, id_: str) -> None:
         if type_ == CLIENT:
+            self._generation += 1
             self._cache.pop(id_, None)
             self.verifier.forget(id_)
 
@@ -33,12 +36,14 @@ class ClientDirectory:
         """The live Client, or None when it does not exist, was deleted or is inactive."""
         if client_id in self._cache:
             return self._cache[client_id]
+        generation = self._generation
         stored = await self.store.read(CLIENT, client_id)
         if stored is not None and (stored.deleted or stored.body.get("active") is False):
             stored = None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[client_id] = stored
+        if generation == self._generation:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[client_id] = stored
         return stored
 
     async def authenticate(self, client_id: str, secret: str) -> Stored | None:

@@ -63,6 +63,8 @@ class Request:
                     self.query_string, keep_blank_values=True, strict_parsing=False, errors="strict"
                 )
             except UnicodeDecodeError:
+                # Remember an empty query so that rendering the 400 itself does not fail again.
+                self._query = []
                 raise HttpError(400, "Query string is not valid UTF-8") from None
         return self._query
 

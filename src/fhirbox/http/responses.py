@@ -21,7 +21,8 @@ class Response:
 
     async def send(self, send: Send) -> None:
         headers = self.headers
-        headers.append((b"content-length", str(len(self.body)).encode()))
+        if self.status != 204:  # RFC 9110: a 204 carries no Content-Length
+            headers.append((b"content-length", str(len(self.body)).encode()))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 

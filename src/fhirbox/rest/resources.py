@@ -13,12 +13,13 @@ from fhirbox.http.responses import Response, empty, render
 from fhirbox.http.routing import Route, Router
 from fhirbox.rest.patch import apply_patch
 from fhirbox.rest.rules import ResourceRules
-from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, SearchRequest, searchset
+from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, MAX_PAGE, SearchRequest, positive_int, searchset
 from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, Store, Stored
 
 TYPE_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_PATCH_RETRIES = 20
+_PATCH_RETRIES = 50
+_MAX_VERSION = 2**63 - 1
 
 
 class _Raced(Exception):
@@ -123,7 +124,8 @@ class ResourceApi:
     async def vread(self, request: Request, principal: Principal | None) -> Response:
         type_, id_ = self.target(request)
         vid = request.path_params["vid"]
-        stored = await self.store.read_version(type_, id_, int(vid)) if vid.isdigit() else None
+        known = vid.isascii() and vid.isdigit() and int(vid) <= _MAX_VERSION
+        stored = await self.store.read_version(type_, id_, int(vid)) if known else None
         if stored is None:
             raise HttpError(404, f"Version {vid} of {type_}/{id_} not found")
         if stored.deleted:
@@ -160,27 +162,45 @@ class ResourceApi:
         location = f"{self.base_url}/{type_}/{id_}/_history/{result.after.version}"
         return self.respond(request, 201, result.after, {"Location": location})
 
+    def patched(
+        self, type_: str, id_: str, current: Stored | None, patch: Any, content_type: str | None
+    ) -> dict[str, Any]:
+        """``current`` with ``patch`` applied, checked like a PUT body (before write hooks)."""
+        if current is None or current.deleted:
+            status = 404 if current is None else 410
+            raise HttpError(status, f"Resource {type_}/{id_} not found")
+        result = apply_patch(self.rules.present(type_, current.body), patch, content_type)
+        if not isinstance(result, dict):
+            raise HttpError(422, "The patched resource must be a JSON object")
+        if result.get("resourceType", type_) != type_ or result.get("id", id_) != id_:
+            raise HttpError(422, "A patch may not change resourceType or id")
+        result.pop("meta", None)
+        result.update(resourceType=type_, id=id_)
+        return result
+
     async def patch(self, request: Request, principal: Principal | None) -> Response:
         type_, id_ = self.target(request, writing=True)
         patch = await request.document()
         if_match = request.headers.get("if-match")
         content_type = request.headers.get("content-type")
+        if not self.rules.has_write_hooks(type_):
+            # Nothing to prepare asynchronously: patch inside the write itself, so concurrent patches
+            # of one resource are serialised by the store and none is lost or retried.
+            def in_place(current: Stored | None) -> dict[str, Any]:
+                check_if_match(if_match, current)
+                return self.patched(type_, id_, current, patch, content_type)
+
+            result = await self.store.mutate(type_, id_, in_place)
+            assert result.after is not None
+            return self.respond(request, 200, result.after)
+        # Write hooks are async (e.g. hashing a secret), so they cannot run inside the write: patch
+        # optimistically and retry when another write got in between.
         for _ in range(_PATCH_RETRIES):
             current = await self.store.read(type_, id_)
-            if current is None or current.deleted:
-                if if_match is not None:
-                    check_if_match(if_match, current)
-                status = 404 if current is None else 410
-                raise HttpError(status, f"Resource {type_}/{id_} not found")
             check_if_match(if_match, current)
-            patched = apply_patch(self.rules.present(type_, current.body), patch, content_type)
-            if not isinstance(patched, dict):
-                raise HttpError(422, "The patched resource must be a JSON object")
-            if patched.get("resourceType", type_) != type_ or patched.get("id", id_) != id_:
-                raise HttpError(422, "A patch may not change resourceType or id")
-            patched.pop("meta", None)
-            patched.update(resourceType=type_, id=id_)
+            patched = self.patched(type_, id_, current, patch, content_type)
             await self.rules.prepare(type_, patched)
+            assert current is not None
             seen = current.version
 
             def mutation(latest: Stored | None, patched: dict[str, Any] = patched, seen: int = seen) -> Any:
@@ -224,11 +244,11 @@ class ResourceApi:
         type_, id_ = self.target(request)
         count, page = DEFAULT_COUNT, 1
         for name, value in request.query:
-            if name == "_count" and value.isdigit() and 0 < int(value) <= MAX_COUNT:
-                count = int(value)
-            elif name == "_page" and value.isdigit() and int(value) > 0:
-                page = int(value)
-            elif name not in ("_format",):
+            if name == "_count":
+                count = positive_int("_count", value, MAX_COUNT)
+            elif name == "_page":
+                page = positive_int("_page", value, MAX_PAGE)
+            elif name != "_format":
                 raise HttpError(400, f"Unsupported history parameter {name}={value!r}")
         versions, total = await self.store.history(type_, id_, count, (page - 1) * count)
         if total == 0:

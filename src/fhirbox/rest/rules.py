@@ -29,6 +29,9 @@ class ResourceRules:
         """Keep ``type_`` out of the REST API entirely (server-internal data)."""
         self.internal_types.add(type_)
 
+    def has_write_hooks(self, type_: str) -> bool:
+        return bool(self._hooks.get(type_))
+
     def hidden_fields(self, type_: str) -> tuple[str, ...]:
         return self._hidden.get(type_, ())
 

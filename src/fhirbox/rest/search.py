@@ -12,6 +12,7 @@ from fhirbox.storage.base import Comparison, Filter, SearchQuery, SortKey
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
+MAX_PAGE = 1_000_000  # keeps offsets inside a 64-bit integer
 _PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
 _CONTROL = frozenset({"_count", "_page", "_sort", "_elements", "_id", "_lastUpdated", "_format", "_total"})
@@ -24,9 +25,10 @@ def parse_path(text: str, what: str) -> tuple[str, ...]:
     return keys
 
 
-def _positive(name: str, value: str, maximum: int | None = None) -> int:
+def positive_int(name: str, value: str, maximum: int | None = None) -> int:
+    """``value`` as an integer from 1 to ``maximum``; 400 otherwise."""
     try:
-        number = int(value)
+        number = int(value) if value.isascii() and value.isdigit() else -1
     except ValueError:
         raise HttpError(400, f"{name} must be a positive integer, got {value!r}") from None
     if number < 1 or (maximum is not None and number > maximum):
@@ -67,11 +69,14 @@ class SearchRequest:
                 if name not in _CONTROL:
                     raise HttpError(400, f"Unknown search parameter {name!r}")
                 if name == "_count":
-                    self.count = _positive("_count", value, MAX_COUNT)
+                    self.count = positive_int("_count", value, MAX_COUNT)
                 elif name == "_page":
-                    self.page = _positive("_page", value)
+                    self.page = positive_int("_page", value, MAX_PAGE)
                 elif name == "_sort":
-                    sort.extend(self._sort_keys(value))
+                    keys = self._sort_keys(value)
+                    if any(key.path[0] in hidden_fields for key in keys):
+                        raise HttpError(400, f"Sorting on {value!r} is not allowed")
+                    sort.extend(keys)
                 elif name == "_elements":
                     self.elements = self._elements(value)
                 elif name == "_id":
