@@ -1,0 +1,187 @@
+"""Search over HTTP: the searchset Bundle, paging, sorting, _elements, _id, _lastUpdated and paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+
+async def search(root: httpx.AsyncClient, type_: str = "Patient", **params: str) -> dict[str, Any]:
+    response = await root.get(f"/{type_}", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def ids(bundle: dict[str, Any]) -> list[str]:
+    return [entry["resource"]["id"] for entry in bundle["entry"]]
+
+
+def links(bundle: dict[str, Any]) -> dict[str, str]:
+    return {link["relation"]: link["url"] for link in bundle["link"]}
+
+
+async def put_patients(root: httpx.AsyncClient, count: int) -> None:
+    for n in range(count):
+        assert (await root.put(f"/Patient/p{n:02d}", json={"n": n})).status_code == 201
+
+
+async def test_search_answers_a_searchset_bundle(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/a", json={"active": True})
+    bundle = await search(root)
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["type"] == "searchset"
+    assert bundle["total"] == 1
+    assert bundle["entry"][0]["resource"]["id"] == "a"
+    assert links(bundle)["self"].startswith("http://testserver/Patient?")
+    assert "first" in links(bundle)
+
+
+async def test_search_of_an_empty_type_has_total_zero(root: httpx.AsyncClient) -> None:
+    bundle = await search(root, "Nothing")
+    assert bundle["total"] == 0
+    assert bundle["entry"] == []
+
+
+async def test_deleted_resources_are_not_found_by_search(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/keep", json={})
+    await root.put("/Patient/drop", json={})
+    await root.delete("/Patient/drop")
+    assert ids(await search(root)) == ["keep"]
+
+
+async def test_count_and_page_walk_the_results_with_next_and_previous(root: httpx.AsyncClient) -> None:
+    await put_patients(root, 5)
+    first = await search(root, _count="2", _sort="_id")
+    assert first["total"] == 5
+    assert ids(first) == ["p00", "p01"]
+    assert "previous" not in links(first)
+    second_url = links(first)["next"]
+    second = (await root.get(second_url)).json()
+    assert ids(second) == ["p02", "p03"]
+    assert "previous" in links(second)
+    third = (await root.get(links(second)["next"])).json()
+    assert ids(third) == ["p04"]
+    assert "next" not in links(third)
+    assert ids((await root.get(links(third)["previous"])).json()) == ["p02", "p03"]
+
+
+async def test_count_accepts_up_to_1000(root: httpx.AsyncClient) -> None:
+    await put_patients(root, 3)
+    assert len((await search(root, _count="1000"))["entry"]) == 3
+
+
+async def test_default_page_size_is_100(root: httpx.AsyncClient) -> None:
+    for n in range(101):
+        await root.put(f"/Obs/o{n}", json={})
+    bundle = await search(root, "Obs")
+    assert bundle["total"] == 101
+    assert len(bundle["entry"]) == 100
+    assert "next" in links(bundle)
+
+
+async def test_bad_count_and_page_values_are_400(root: httpx.AsyncClient) -> None:
+    for params in (
+        {"_count": "0"},
+        {"_count": "1001"},
+        {"_count": "ten"},
+        {"_count": "-1"},
+        {"_page": "0"},
+        {"_page": "x"},
+        {"_page": "99999999999999999999999"},
+    ):
+        response = await root.get("/Patient", params=params)
+        assert response.status_code == 400, params
+        assert response.json()["id"] == "invalid"
+
+
+async def test_sort_by_dotted_path_descending_and_multiple_keys(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/a", json={"name": {"family": "B"}, "age": 1})
+    await root.put("/Patient/b", json={"name": {"family": "A"}, "age": 2})
+    await root.put("/Patient/c", json={"name": {"family": "B"}, "age": 3})
+    assert ids(await search(root, _sort="name.family,-age")) == ["b", "c", "a"]
+    assert ids(await search(root, _sort="-name.family,age")) == ["a", "c", "b"]
+    assert ids(await search(root, _sort="-_id")) == ["c", "b", "a"]
+
+
+async def test_sort_by_last_updated(root: httpx.AsyncClient) -> None:
+    for id_ in ("z", "y", "x"):
+        await root.put(f"/Patient/{id_}", json={})
+    assert ids(await search(root, _sort="_lastUpdated")) == ["z", "y", "x"]
+    assert ids(await search(root, _sort="-_lastUpdated")) == ["x", "y", "z"]
+
+
+async def test_elements_keeps_only_named_fields(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/e", json={"name": {"given": "A", "family": "B"}, "active": True, "x": 1})
+    resource = (await search(root, _elements="name.family,active"))["entry"][0]["resource"]
+    assert resource["name"] == {"family": "B"}
+    assert resource["active"] is True
+    assert "x" not in resource
+    assert resource["id"] == "e"
+    assert resource["resourceType"] == "Patient"
+
+
+async def test_elements_with_minus_excludes_fields(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/e", json={"name": {"given": "A", "family": "B"}, "active": True})
+    resource = (await search(root, _elements="-name.given,-active"))["entry"][0]["resource"]
+    assert resource["name"] == {"family": "B"}
+    assert "active" not in resource
+    assert (await root.get("/Patient/e")).json()["name"] == {"given": "A", "family": "B"}
+
+
+async def test_search_by_id_list(root: httpx.AsyncClient) -> None:
+    await put_patients(root, 4)
+    assert ids(await search(root, _id="p01,p03", _sort="_id")) == ["p01", "p03"]
+
+
+async def test_last_updated_prefixes(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/old", json={})
+    middle = (await root.put("/Patient/mid", json={})).json()["meta"]["lastUpdated"]
+    await root.put("/Patient/new", json={})
+    assert ids(await search(root, _lastUpdated=f"gt{middle}", _sort="_id")) == ["new"]
+    assert ids(await search(root, _lastUpdated=f"ge{middle}", _sort="_id")) == ["mid", "new"]
+    assert ids(await search(root, _lastUpdated=f"lt{middle}", _sort="_id")) == ["old"]
+    assert ids(await search(root, _lastUpdated=f"le{middle}", _sort="_id")) == ["mid", "old"]
+    assert ids(await search(root, _lastUpdated="gt2000-01-01", _sort="_id")) == ["mid", "new", "old"]
+    assert (await search(root, _lastUpdated="lt2000-01-01"))["total"] == 0
+
+
+async def test_bad_last_updated_is_400(root: httpx.AsyncClient) -> None:
+    assert (await root.get("/Patient", params={"_lastUpdated": "gtyesterday"})).status_code == 400
+
+
+async def test_equality_on_dotted_paths(root: httpx.AsyncClient) -> None:
+    await root.put("/Session/s1", json={"client": {"id": "api-client"}, "n": 5, "on": True})
+    await root.put("/Session/s2", json={"client": {"id": "other"}, "n": 6, "on": False})
+    assert ids(await search(root, "Session", **{"client.id": "api-client"})) == ["s1"]
+    assert ids(await search(root, "Session", n="6")) == ["s2"]
+    assert ids(await search(root, "Session", on="true")) == ["s1"]
+    assert (await search(root, "Session", **{"client.id": "nobody"}))["total"] == 0
+
+
+async def test_equality_matches_any_element_of_an_array(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/t", json={"tags": ["a", "b"]})
+    await root.put("/Patient/u", json={"tags": ["c"]})
+    assert ids(await search(root, tags="b")) == ["t"]
+
+
+async def test_unknown_underscore_parameter_is_400(root: httpx.AsyncClient) -> None:
+    response = await root.get("/Patient", params={"_bogus": "1"})
+    assert response.status_code == 400
+    assert "_bogus" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_malformed_parameter_names_and_sort_keys_are_400(root: httpx.AsyncClient) -> None:
+    for params in ({"a..b": "1"}, {"_sort": "a b"}, {"_elements": "a;b"}, {"": "x"}):
+        assert (await root.get("/Patient", params=params)).status_code == 400, params
+
+
+@pytest.mark.xfail(
+    reason="storage bug: SQLite binds a number past 64 bits and raises OverflowError (storage/sqlite.py)"
+)
+async def test_huge_numeric_filter_is_answered(root: httpx.AsyncClient) -> None:
+    response = await root.get("/Patient", params={"n": "9" * 30})
+    assert response.status_code == 200
+    assert response.json()["total"] == 0
