@@ -1,0 +1,34 @@
+"""The authorization step of the pipeline: AccessPolicies decide every authenticated API request."""
+
+from __future__ import annotations
+
+from fhirbox.auth.principal import Principal
+from fhirbox.http.errors import HttpError
+from fhirbox.http.request import Request
+from fhirbox.http.routing import Route
+from fhirbox.policy.cache import PolicyCache
+from fhirbox.policy.request_object import WRITE_METHODS, RequestView
+
+
+class PolicyAuthorizer:
+    """Root may do everything; any other client needs one applicable policy that passes.
+
+    Applicable are the global policies (no ``link``) and those linked to the client. No passing policy
+    means 403 with Aidbox's ``forbidden`` OperationOutcome. Unauthenticated requests never get here.
+    """
+
+    def __init__(self, cache: PolicyCache) -> None:
+        self.cache = cache
+
+    async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
+        if principal.is_root:
+            return
+        applicable = await self.cache.for_client(principal.client_id)
+        if applicable.policies:
+            view = RequestView(request, principal)
+            if applicable.needs_body and request.method in WRITE_METHODS:
+                await view.load_body()
+            for policy in applicable.policies:
+                if policy.allows(view):
+                    return
+        raise HttpError(403, "Forbidden")

@@ -1,0 +1,107 @@
+"""``fhirbox policy check``: would this client be allowed this request, and by which policy?"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from fhirbox.auth.principal import Principal
+from fhirbox.http.errors import HttpError
+from fhirbox.http.request import Message, Request
+from fhirbox.policy.cache import PolicyCache
+from fhirbox.policy.request_object import RequestView
+from fhirbox.settings import Settings
+from fhirbox.storage import open_store
+
+CLIENT = "Client"
+ALLOWED, DENIED = 0, 1
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Inspect AccessPolicy decisions against the configured database."""
+
+
+@policy_group.command("check")
+@click.option("--client", "client_id", required=True, help="Id of the Client making the request.")
+@click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
+@click.option("--body", help="JSON body of a POST, PUT or PATCH, for policies that look at it.")
+@click.argument("method")
+@click.argument("path")
+def check(client_id: str, database_url: str | None, body: str | None, method: str, path: str) -> None:
+    """Say whether CLIENT may make METHOD PATH (e.g. GET /Patient?name=x) and which policy allows it.
+
+    Exits 0 when allowed, 1 when denied, 2 on a usage error (unknown client, no such route).
+    """
+    try:
+        settings = Settings.from_env(database_url=database_url)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    allowed, message = asyncio.run(decide(settings, client_id, method.upper(), path, body))
+    click.echo(message)
+    raise SystemExit(ALLOWED if allowed else DENIED)
+
+
+async def decide(
+    settings: Settings, client_id: str, method: str, path: str, body: str | None
+) -> tuple[bool, str]:
+    """``(allowed, explanation)`` for ``client_id`` making ``method path``, as the server decides it."""
+    from fhirbox.app import App
+
+    store = open_store(settings.database_url)
+    await store.open()
+    try:
+        stored = await store.read(CLIENT, client_id)
+        if stored is None or stored.deleted:
+            raise click.UsageError(f"No Client/{client_id} in {settings.database_url}")
+        if client_id == settings.root_client_id:
+            return True, f"allowed: {client_id} is the root client, which may do everything"
+        request = synthetic_request(method, path, body, settings)
+        try:
+            _, request.path_params = App(settings, store=store).router.match(method, request.path)
+        except HttpError as exc:
+            raise click.UsageError(exc.diagnostics) from None
+        cache = PolicyCache(store)
+        applicable = await cache.for_client(client_id)
+        view = RequestView(request, Principal(client_id=client_id, client=stored.body))
+        await view.load_body()
+        for policy in applicable.policies:
+            if policy.allows(view):
+                scope = "global" if policy.links.is_global else f"linked to {client_id}"
+                return True, f"allowed by AccessPolicy/{policy.id} ({policy.rule.engine}, {scope})"
+        ids = ", ".join(f"AccessPolicy/{p.id}" for p in applicable.policies) or "none"
+        return False, f"denied: no applicable policy allows {method} {path} (applicable: {ids})"
+    finally:
+        await store.close()
+
+
+def synthetic_request(method: str, path: str, body: str | None, settings: Settings) -> Request:
+    """A ``Request`` as the server would build it for ``method path`` with an optional JSON body."""
+    url = urlsplit(path)
+    raw = (body or "").encode()
+    headers = [(b"content-type", b"application/json")] if body else []
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": method,
+        "path": url.path or "/",
+        "query_string": url.query.encode(),
+        "headers": headers,
+        "scheme": "http",
+    }
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    return Request(
+        scope,
+        receive,
+        max_body_bytes=settings.max_body_bytes,
+        max_depth=settings.max_depth,
+        request_id="policy-check",
+    )
+
+
+COMMANDS = [policy_group]

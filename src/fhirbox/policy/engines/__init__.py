@@ -1,0 +1,1 @@
+"""The evaluation engines of AccessPolicy: allow, matcho, json-schema and complex."""

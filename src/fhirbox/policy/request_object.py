@@ -1,0 +1,159 @@
+"""The request object policies see, with Aidbox's keys.
+
+Building the whole object for every request would cost more than evaluating most policies, so
+``RequestView`` computes each key the first time a policy asks for it. The body is the one part that
+needs I/O; the authorizer loads it beforehand, and only when an applicable policy can look at it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fhirbox.auth.principal import Principal
+from fhirbox.http.errors import HttpError
+from fhirbox.http.request import Request
+
+# Every key a request object can have (Aidbox's names).
+KEYS = (
+    "request-method",
+    "scheme",
+    "uri",
+    "query-string",
+    "params",
+    "body",
+    "resource",
+    "headers",
+    "remote-addr",
+    "client",
+    "jwt",
+    "session",
+    "scope",
+)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Route parameters under Aidbox's names; other route parameters keep their own.
+ROUTE_PARAMS = {"type": "resource/type", "id": "resource/id"}
+# Credentials never shown to policies, even as hashes.
+_HIDDEN_HEADERS = ("authorization",)
+_HIDDEN_CLIENT_FIELDS = ("secret",)
+_HIDDEN_SESSION_FIELDS = ("access_token", "refresh_token", "secret")
+
+
+class RequestObject:
+    """What a compiled policy evaluates: ``get(key)`` for one key, ``to_dict()`` for all of them."""
+
+    __slots__ = ()
+
+    def get(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class StaticRequest(RequestObject):
+    """A request object given as a plain dict (``POST /auth/test-policy``, ``fhirbox policy check``)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def get(self, key: str) -> Any:
+        return self._data.get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._data
+
+
+class RequestView(RequestObject):
+    """The request object of a live request, built key by key on first use and then kept."""
+
+    __slots__ = ("_document", "_values", "principal", "request")
+
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.request = request
+        self.principal = principal
+        self._values: dict[str, Any] = {}
+        self._document: Any = None
+
+    async def load_body(self) -> None:
+        """Parse the body of a write so ``body`` and ``resource`` can be matched.
+
+        A body that cannot be parsed is simply absent here: the handler answers the 400 if a policy
+        lets the request through, and a denied client learns nothing about its body.
+        """
+        if self.request.method not in WRITE_METHODS:
+            return
+        try:
+            self._document = await self.request.document()
+        except HttpError:
+            self._document = None
+        self._values.pop("body", None)
+        self._values.pop("resource", None)
+
+    def get(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            pass
+        builder = _BUILDERS.get(key)
+        value = builder(self) if builder is not None else None
+        self._values[key] = value
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key in KEYS if (value := self.get(key)) is not None}
+
+
+def _params(view: RequestView) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if view.request.query_string:
+        try:
+            query = view.request.query
+        except HttpError:
+            query = []
+        for name, value in query:
+            previous = params.get(name)
+            if previous is None:
+                params[name] = value
+            elif isinstance(previous, list):
+                previous.append(value)
+            else:
+                params[name] = [previous, value]
+    for name, value in view.request.path_params.items():
+        params[ROUTE_PARAMS.get(name, name)] = value
+    return params
+
+
+def _without(data: dict[str, Any] | None, hidden: tuple[str, ...]) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    if not any(name in data for name in hidden):
+        return data
+    return {key: value for key, value in data.items() if key not in hidden}
+
+
+def _scheme(view: RequestView) -> str:
+    return str(view.request.scope.get("scheme", "http"))
+
+
+def _body(view: RequestView) -> Any:
+    return view._document
+
+
+_BUILDERS: dict[str, Callable[[RequestView], Any]] = {
+    "request-method": lambda view: view.request.method.lower(),
+    "scheme": _scheme,
+    "uri": lambda view: view.request.path,
+    "query-string": lambda view: view.request.query_string or None,
+    "params": _params,
+    "body": _body,
+    "resource": _body,
+    "headers": lambda view: _without(view.request.headers, _HIDDEN_HEADERS),
+    "remote-addr": lambda view: view.request.client_addr or None,
+    "client": lambda view: _without(view.principal.client, _HIDDEN_CLIENT_FIELDS),
+    "jwt": lambda view: view.principal.jwt,
+    "session": lambda view: _without(view.principal.session, _HIDDEN_SESSION_FIELDS),
+    "scope": lambda view: list(view.principal.scope),
+}
