@@ -30,7 +30,10 @@ class Response:
 def wants_yaml(request: Request) -> bool:
     """``?_format=yaml|json`` wins; otherwise an Accept header naming a YAML type."""
     if request.query_string:
-        requested = request.query_value("_format")
+        try:
+            requested = request.query_value("_format")
+        except HttpError:  # an undecodable query is reported elsewhere; answer in JSON meanwhile
+            requested = None
         if requested is not None:
             return requested.lower() in ("yaml", "yml", "text/yaml", "application/yaml")
     accept = request.headers.get("accept")
