@@ -1,0 +1,141 @@
+"""Processes the harness starts: each one pinned to a CPU, tracked by PID and always stopped.
+
+Every child runs in its own session, so Ctrl-C in the terminal reaches only the harness, which then
+stops each child it started by its PID (SIGTERM, then SIGKILL) in ``stop_all``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived: unwind through every ``finally`` like Ctrl-C does."""
+
+
+def bench_cpus() -> tuple[int, int]:
+    """The CPU for the server and the one for the load generator; refuses when there are fewer than 2."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit(
+            f"bench: refusing to run: only {len(cpus)} CPU available to this process; the server and the "
+            "load generator need a CPU each (taskset), otherwise the figures would be meaningless."
+        )
+    return cpus[0], cpus[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(
+    command: Sequence[str], cpu: int, log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` pinned to ``cpu``, output to ``log``; it is stopped by ``stop_all`` at the latest."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu), *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    track(proc)
+    return proc
+
+
+def track(proc: subprocess.Popen[bytes]) -> None:
+    """Have ``stop_all`` stop ``proc`` if it is still running then."""
+    _started.append(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop one started process by its PID: SIGTERM, then SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+        except ProcessLookupError:
+            pass
+    if proc in _started:
+        _started.remove(proc)
+
+
+def stop_all() -> None:
+    """Stop every process this harness started that is still running."""
+    for proc in list(reversed(_started)):
+        stop(proc)
+
+
+@contextmanager
+def signals_unwind() -> Iterator[None]:
+    """Make SIGTERM behave like Ctrl-C (an exception), so ``finally`` blocks stop the children."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers 200; fail with the process's log when it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{tail(log)}")
+
+
+def tail(log: Path, size: int = 3000) -> str:
+    try:
+        return log.read_text(errors="replace")[-size:]
+    except OSError:
+        return ""
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset the kernel's peak-RSS mark of ``pid`` (``clear_refs`` 5), where permitted."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass  # not permitted: the peak then covers the process's whole life, which is still an upper bound
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The peak resident set size (VmHWM) of ``pid`` in MiB, or None when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,217 @@
+"""``python -m bench``: start each server, seed it, load it with wrk, and report the medians."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import processes, servers
+from bench.load import Load, Measure, run_wrk
+from bench.report import Row, add_ratios, table, write_chart, write_jsonl
+from bench.scenarios import FHIRBOX_SCENARIOS, PEER_SCENARIOS, Scenario, peer_loads, seed_fhirbox
+from bench.tools import ensure_peer, ensure_wrk
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    names = sorted({s.name for s in FHIRBOX_SCENARIOS})
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure fhirbox and node-oidc-provider side by side: one server process pinned to one "
+        "CPU, wrk pinned to another, each scenario run several times, the median reported.",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up before each scenario")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 s per scenario, one run, no peer, 4 connections"
+    )
+    parser.add_argument("--no-peer", action="store_true", help="do not run node-oidc-provider")
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres", "all"),
+        default="all",
+        help=f"all = SQLite, plus PostgreSQL when {servers.POSTGRES_ENV} is set",
+    )
+    parser.add_argument("--scenarios", nargs="+", choices=names, metavar="NAME", help=f"only these: {names}")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the .jsonl and .png go")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.runs, args.warmup, args.no_peer = 1.0, 1, 0.0, True
+        args.connections = min(args.connections, 4)
+    if args.duration < 1 or args.runs < 1 or args.connections < 1:
+        parser.error("--duration must be >= 1, --runs and --connections >= 1")
+    return args
+
+
+def backends(choice: str) -> list[str]:
+    has_postgres = bool(os.environ.get(servers.POSTGRES_ENV))
+    if choice == "postgres" and not has_postgres:
+        raise SystemExit(f"bench: --backend postgres needs {servers.POSTGRES_ENV}")
+    if choice == "all":
+        return ["sqlite", "postgres"] if has_postgres else ["sqlite"]
+    return [choice]
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(
+        self, args: argparse.Namespace, wrk: str, server_cpu: int, load_cpu: int, workdir: Path
+    ) -> None:
+        self.args = args
+        self.wrk = wrk
+        self.server_cpu = server_cpu
+        self.load_cpu = load_cpu
+        self.workdir = workdir
+        self.rows: list[Row] = []
+
+    def wanted(self, scenarios: Sequence[Scenario]) -> list[Scenario]:
+        chosen = self.args.scenarios
+        return [s for s in scenarios if not chosen or s.name in chosen]
+
+    def measure(
+        self,
+        system: str,
+        backend: str,
+        scenario: str,
+        server: servers.Server,
+        load: Load | None,
+        notes: list[str],
+    ) -> None:
+        args = self.args
+        label = f"{system}/{scenario}/{backend}"
+        if load is None:
+            self.rows.append(self._failed_row(system, scenario, backend, [*notes, "no load defined"]))
+            return
+        server.check_alive()
+        if args.warmup > 0:
+            run_wrk(self.wrk, self.load_cpu, server.url, load, args.warmup, args.connections)
+        processes.reset_peak_rss(server.pid)
+        runs: list[Measure] = []
+        for n in range(args.runs):
+            measure = run_wrk(self.wrk, self.load_cpu, server.url, load, args.duration, args.connections)
+            runs.append(measure)
+            log(
+                f"{label} run {n + 1}/{args.runs}: {measure.rate:,.0f} req/s, p99 {measure.p99_ms:.2f} ms, "
+                f"{measure.errors} errors"
+            )
+        server.check_alive()
+        median = sorted(runs, key=lambda m: m.rate)[len(runs) // 2]
+        errors = sum(m.errors for m in runs)
+        failures = [m.first_failure for m in runs if m.first_failure]
+        if errors and not failures:
+            failures = ["socket errors (connect/read/write/timeout)"]
+        self.rows.append(
+            Row(
+                system=system,
+                scenario=scenario,
+                backend=backend,
+                req_per_s=round(median.rate, 1),
+                p50_ms=median.p50_ms,
+                p99_ms=median.p99_ms,
+                errors=errors,
+                peak_rss_mb=processes.peak_rss_mb(server.pid),
+                runs_req_per_s=[round(m.rate, 1) for m in runs],
+                connections=args.connections,
+                duration_s=args.duration,
+                failed=errors > 0,
+                notes=([*failures[:1], *notes] if errors else []),
+            )
+        )
+
+    def _failed_row(self, system: str, scenario: str, backend: str, notes: list[str]) -> Row:
+        return Row(system, scenario, backend, 0.0, 0.0, 0.0, 1, None, [], self.args.connections,
+                   self.args.duration, True, notes=notes)  # fmt: skip
+
+    def run_fhirbox(self, backend: str) -> None:
+        scenarios = self.wanted(FHIRBOX_SCENARIOS)
+        for variant in dict.fromkeys(s.variant for s in scenarios):
+            with servers.fresh_database(backend, self.workdir) as url:
+                log(f"starting fhirbox ({backend}, signing {variant}) on CPU {self.server_cpu}")
+                server = servers.start_fhirbox(url, variant, self.server_cpu, self.workdir)
+                try:
+                    loads, notes = seed_fhirbox(server.url)
+                    for note in (n for group in notes.values() for n in group):
+                        log(f"seeding: {note}")
+                    for scenario in (s for s in scenarios if s.variant == variant):
+                        scenario_notes = [*notes.get("", []), *notes.get(scenario.name, [])]
+                        load = loads.get(scenario.name)
+                        self.measure("fhirbox", backend, scenario.name, server, load, scenario_notes)
+                finally:
+                    processes.stop(server.proc)
+
+    def run_peer(self, script: Path) -> None:
+        scenarios = self.wanted(PEER_SCENARIOS)
+        if not scenarios:
+            return
+        log(f"starting node-oidc-provider on CPU {self.server_cpu}")
+        server = servers.start_peer(script, self.server_cpu, self.workdir)
+        try:
+            loads = peer_loads()
+            for scenario in scenarios:
+                self.measure("peer", "memory", scenario.name, server, loads.get(scenario.name), [])
+        finally:
+            processes.stop(server.proc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    server_cpu, load_cpu = processes.bench_cpus()
+    chosen_backends = backends(args.backend)
+    wrk = ensure_wrk()
+    peer_script = None if args.no_peer else ensure_peer()
+    started = datetime.datetime.now(datetime.UTC)
+    with processes.signals_unwind(), tempfile.TemporaryDirectory(prefix="fhirbox-bench-") as tmp:
+        bench = Bench(args, wrk, server_cpu, load_cpu, Path(tmp))
+        try:
+            for backend in chosen_backends:
+                bench.run_fhirbox(backend)
+            if peer_script is not None:
+                bench.run_peer(peer_script)
+        except KeyboardInterrupt:
+            log("interrupted; every started process was stopped")
+            return 130
+        except processes.Interrupted as exc:
+            log(f"stopped by {exc}; every started process was stopped")
+            return 143
+    rows = bench.rows
+    add_ratios(rows, {s.name: s.peer_match for s in FHIRBOX_SCENARIOS if s.peer_match})
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    context: dict[str, object] = {
+        "timestamp": started.isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {_cpu_model()}, {os.cpu_count()} CPUs",
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "runs": args.runs,
+    }
+    jsonl = args.results_dir / f"{stamp}.jsonl"
+    chart = args.results_dir / f"{stamp}.png"
+    write_jsonl(rows, jsonl, context)
+    write_chart(rows, chart, f"fhirbox bench {context['timestamp']}, {args.connections} connections, "
+                f"{args.duration:g} s x {args.runs}")  # fmt: skip
+    print(table(rows))
+    print(f"\nresults: {jsonl}\nchart:   {chart}")
+    summary = statistics.median([r.req_per_s for r in rows]) if rows else 0.0
+    log(f"{len(rows)} rows, median {summary:,.0f} req/s, {sum(r.failed for r in rows)} failed")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

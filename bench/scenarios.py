@@ -1,0 +1,182 @@
+"""What is measured: each scenario's request, and the seeding through the API that it needs.
+
+fhirbox is seeded as a user would set it up, through its REST API as root: the clients of the seed
+guide (opaque, JWT, JWT with refresh tokens), a Patient, AccessPolicies and bearer tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bench.load import Load
+
+ROOT_ID = "root"
+ROOT_SECRET = "bench-root-secret"
+SECRET = "bench-secret"
+PATIENT_ID = "bench-read"
+PUT_SPREAD = 1000  # PUTs cycle over this many Patients, so that writes do not all hit one row
+
+FORM = "application/x-www-form-urlencoded"
+PATIENT: dict[str, Any] = {
+    "resourceType": "Patient",
+    "name": [{"family": "Bench", "given": ["Load"]}],
+    "birthDate": "1980-02-03",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the table. ``variant`` is the server it needs (signing algorithm, or the peer)."""
+
+    name: str
+    variant: str
+    peer_match: str | None = None  # the peer scenario a token scenario is compared with
+
+
+FHIRBOX_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("token-opaque", "RS256", "token-opaque"),
+    Scenario("token-jwt-rs256", "RS256", "token-jwt-rs256"),
+    Scenario("token-jwt-es256", "ES256", "token-jwt-es256"),
+    # The peer issues no refresh tokens for client_credentials: compared with its plain RS256 JWT.
+    Scenario("token-refresh", "RS256", "token-jwt-rs256"),
+    Scenario("token-json-opaque", "RS256", "token-opaque"),
+    Scenario("token-json-jwt-rs256", "RS256", "token-jwt-rs256"),
+    Scenario("token-json-jwt-es256", "ES256", "token-jwt-es256"),
+    Scenario("token-json-refresh", "RS256", "token-jwt-rs256"),
+    Scenario("get-bearer-opaque", "RS256"),
+    Scenario("get-bearer-jwt", "RS256"),
+    Scenario("get-basic-root", "RS256"),
+    Scenario("get-policy-client", "RS256"),
+    Scenario("put-patient", "RS256"),
+)
+
+PEER_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("token-opaque", "peer"),
+    Scenario("token-jwt-rs256", "peer"),
+    Scenario("token-jwt-es256", "peer"),
+)
+
+# The client each token scenario authenticates as (on a server whose keys use the scenario's algorithm).
+TOKEN_CLIENTS = {
+    "opaque": "bench-opaque",
+    "jwt-rs256": "bench-jwt",
+    "jwt-es256": "bench-jwt",
+    "refresh": "bench-refresh",
+}
+
+CLIENTS: dict[str, dict[str, Any]] = {
+    "bench-opaque": {"grant_types": ["client_credentials"]},
+    "bench-jwt": {
+        "grant_types": ["client_credentials"],
+        "auth": {"client_credentials": {"token_format": "jwt"}},
+    },
+    "bench-refresh": {
+        "grant_types": ["client_credentials", "refresh_token"],
+        "auth": {"client_credentials": {"token_format": "jwt", "refresh_token": True}},
+    },
+    "bench-reader": {"grant_types": ["basic"]},
+}
+
+POLICIES: dict[str, dict[str, Any]] = {
+    # The guide's policy: the bearer-token clients may do everything.
+    "bench-bearer": {
+        "engine": "allow",
+        "link": [
+            {"id": "bench-opaque", "resourceType": "Client"},
+            {"id": "bench-jwt", "resourceType": "Client"},
+        ],
+    },
+    # A non-root client that may only read Patients.
+    "bench-reader": {
+        "engine": "matcho",
+        "matcho": {"request-method": "get", "params": {"resource/type": "Patient"}},
+        "link": [{"id": "bench-reader", "resourceType": "Client"}],
+    },
+}
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def seed_fhirbox(base_url: str) -> tuple[dict[str, Load], dict[str, list[str]]]:
+    """Create what the fhirbox scenarios need; return each scenario's load, and notes on what failed
+    (key ``""`` for every scenario, else the scenario's name)."""
+    notes: dict[str, list[str]] = {}
+    with httpx.Client(base_url=base_url, auth=(ROOT_ID, ROOT_SECRET), timeout=30.0) as http:
+
+        def put(path: str, body: dict[str, Any]) -> None:
+            response = http.put(path, json=body)
+            if response.status_code >= 300:
+                notes.setdefault("", []).append(f"PUT {path}: {response.status_code} {response.text[:160]}")
+
+        for client_id, settings in CLIENTS.items():
+            put(f"/Client/{client_id}", {"secret": SECRET, **settings})
+        for policy_id, policy in POLICIES.items():
+            put(f"/AccessPolicy/{policy_id}", policy)
+        put(f"/Patient/{PATIENT_ID}", PATIENT)
+
+        def token(client_id: str, scenario: str) -> str:
+            response = http.post(
+                "/auth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client_id, SECRET),
+            )
+            if response.status_code != 200:
+                note = f"seeding a token for {client_id}: {response.status_code} {response.text[:160]}"
+                notes.setdefault(scenario, []).append(note)
+                return "no-token"
+            return str(response.json().get("access_token", "no-token"))
+
+        opaque = token("bench-opaque", "get-bearer-opaque")
+        jwt = token("bench-jwt", "get-bearer-jwt")
+
+    loads: dict[str, Load] = {}
+    for kind, client_id in TOKEN_CLIENTS.items():
+        loads[f"token-{kind}"] = Load(
+            "POST",
+            "/auth/token",
+            "grant_type=client_credentials",
+            {"Authorization": basic(client_id, SECRET), "Content-Type": FORM},
+        )
+        body = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": SECRET}
+        loads[f"token-json-{kind}"] = Load(
+            "POST", "/auth/token", json.dumps(body), {"Content-Type": "application/json"}
+        )
+    read = f"/Patient/{PATIENT_ID}"
+    loads["get-bearer-opaque"] = Load("GET", read, headers={"Authorization": f"Bearer {opaque}"})
+    loads["get-bearer-jwt"] = Load("GET", read, headers={"Authorization": f"Bearer {jwt}"})
+    loads["get-basic-root"] = Load("GET", read, headers={"Authorization": basic(ROOT_ID, ROOT_SECRET)})
+    loads["get-policy-client"] = Load("GET", read, headers={"Authorization": basic("bench-reader", SECRET)})
+    loads["put-patient"] = Load(
+        "PUT",
+        "/Patient/bench-put-",
+        json.dumps(PATIENT),
+        {"Authorization": basic(ROOT_ID, ROOT_SECRET), "Content-Type": "application/json"},
+        spread=PUT_SPREAD,
+    )
+    return loads, notes
+
+
+PEER_CLIENT = ("bench", "bench-secret")
+
+
+def peer_loads() -> dict[str, Load]:
+    """The peer's requests: one client_credentials client, opaque or a JWT per resource indicator."""
+    headers = {"Authorization": basic(*PEER_CLIENT), "Content-Type": FORM}
+    grant = "grant_type=client_credentials"
+    return {
+        "token-opaque": Load("POST", "/token", grant, headers),
+        "token-jwt-rs256": Load(
+            "POST", "/token", f"{grant}&resource={quote('https://rs256.bench/', safe='')}", headers
+        ),
+        "token-jwt-es256": Load(
+            "POST", "/token", f"{grant}&resource={quote('https://es256.bench/', safe='')}", headers
+        ),
+    }

@@ -1,0 +1,103 @@
+"""The servers under test: fhirbox on a fresh database, and the peer; each pinned to the server CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import processes
+from bench.scenarios import ROOT_ID, ROOT_SECRET
+
+POSTGRES_ENV = "FHIRBOX_BENCH_POSTGRES_URL"
+
+
+@dataclass
+class Server:
+    """A started server: its process (stop it with ``processes.stop``), base URL and log file."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"server {self.url} died ({self.proc.returncode}):\n{processes.tail(self.log)}"
+            )
+
+
+@contextmanager
+def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / f'fhirbox-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    base = os.environ[POSTGRES_ENV]
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_execute(base, f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}search_path={schema}"
+    finally:
+        asyncio.run(_pg_execute(base, f"DROP SCHEMA {schema} CASCADE"))
+
+
+async def _pg_execute(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def start_fhirbox(database_url: str, alg: str, cpu: int, workdir: Path) -> Server:
+    """One ``fhirbox serve`` process (one worker) on a free loopback port, signing with ``alg``."""
+    port = processes.free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / f"fhirbox-{port}.log"
+    env = {
+        **os.environ,
+        "FHIRBOX_ROOT_CLIENT_ID": ROOT_ID,
+        "FHIRBOX_ROOT_CLIENT_SECRET": ROOT_SECRET,
+        "FHIRBOX_SIGNING_ALG": alg,
+        "FHIRBOX_LOG_LEVEL": "warning",
+    }
+    command = [
+        sys.executable, "-m", "fhirbox.cli", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--database", database_url, "--workers", "1",
+    ]  # fmt: skip
+    proc = processes.start(command, cpu, log, env=env, cwd=workdir)
+    try:
+        processes.wait_healthy(proc, f"{url}/health", log)
+    except BaseException:
+        processes.stop(proc)
+        raise
+    return Server(proc, url, log)
+
+
+def start_peer(script: Path, cpu: int, workdir: Path) -> Server:
+    """node-oidc-provider (bench/peer/server.mjs) on a free loopback port."""
+    port = processes.free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / f"peer-{port}.log"
+    env = {**os.environ, "PEER_PORT": str(port), "NODE_ENV": "production"}
+    proc = processes.start(["node", str(script)], cpu, log, env=env, cwd=script.parent)
+    try:
+        processes.wait_healthy(proc, f"{url}/.well-known/openid-configuration", log)
+    except BaseException:
+        processes.stop(proc)
+        raise
+    return Server(proc, url, log)
