@@ -61,7 +61,8 @@ class Router:
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route for ``method`` and ``path`` with its parameters; 404 or 405 otherwise."""
         exact = self._exact.get(path)
-        if exact is not None:
+        if exact is not None and (method in exact or not self._has_pattern_for(method, path)):
+            # A literal route (DELETE /Session) shadows a pattern (GET /{type}) only for its methods.
             return self._pick(exact, method, path), {}
         segments = path.strip("/").split("/")
         for pattern in self._patterns.get(len(segments), ()):
@@ -76,6 +77,16 @@ class Router:
             else:
                 return self._pick(pattern.routes, method, path), params
         raise HttpError(404, f"No route for {method} {path}")
+
+    def _has_pattern_for(self, method: str, path: str) -> bool:
+        segments = path.strip("/").split("/")
+        for pattern in self._patterns.get(len(segments), ()):
+            if all(
+                (expected.startswith("{") and actual) or expected == actual
+                for expected, actual in zip(pattern.segments, segments, strict=True)
+            ):
+                return method in pattern.routes
+        return False
 
     @staticmethod
     def _pick(routes: dict[str, Route], method: str, path: str) -> Route:

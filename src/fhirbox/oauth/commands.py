@@ -1,0 +1,70 @@
+"""``fhirbox keys``: list and rotate the JWT signing keys kept in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import click
+
+from fhirbox.oauth.keys import SigningKey, rotate_keys, stored_keys
+from fhirbox.settings import Settings
+from fhirbox.storage import open_store
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """JWT signing keys (kept in the database, shared by every server process)."""
+
+
+@keys_group.command("rotate")
+@click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
+def rotate(database_url: str | None) -> None:
+    """Add a new active key (FHIRBOX_SIGNING_ALG); old keys stay in the JWKS until their tokens expire."""
+    settings = _settings()
+    store = open_store(database_url or settings.database_url)
+
+    async def run() -> SigningKey:
+        await store.open()
+        try:
+            return await rotate_keys(store, settings.signing_alg, settings.access_token_expiration)
+        finally:
+            await store.close()
+
+    key = asyncio.run(run())
+    click.echo(f"new active signing key {key.kid} ({key.alg})")
+
+
+@keys_group.command("list")
+@click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
+def list_keys(database_url: str | None) -> None:
+    """Print every stored key: kid, algorithm, created, and when a retired key leaves the JWKS."""
+    settings = _settings()
+    store = open_store(database_url or settings.database_url)
+
+    async def run() -> list[SigningKey]:
+        await store.open()
+        try:
+            return [SigningKey.from_body(body) for body in await stored_keys(store)]
+        finally:
+            await store.close()
+
+    for key in sorted(asyncio.run(run()), key=lambda k: k.created):
+        state = "active" if key.retired is None else f"retired, published until {_when(key.drop_after)}"
+        click.echo(f"{key.kid}  {key.alg}  created {_when(key.created)}  {state}")
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+COMMANDS = [keys_group]

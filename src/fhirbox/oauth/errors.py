@@ -1,0 +1,76 @@
+"""OAuth 2.0 error responses (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8707 §2): one class per error code."""
+
+from __future__ import annotations
+
+from fhirbox.http.responses import Response, json_response
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(Exception):
+    """An error answered as ``{"error", "error_description"}`` JSON with ``Cache-Control: no-store``."""
+
+    error = "invalid_request"
+    status = 400
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+    def response(self) -> Response:
+        return json_response(
+            self.status, {"error": self.error, "error_description": self.description}, dict(NO_STORE)
+        )
+
+
+class InvalidRequest(OAuthError):
+    """A parameter is missing, repeated or malformed, or the body cannot be read."""
+
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """Client authentication failed: unknown client, wrong secret or inactive client, alike."""
+
+    error = "invalid_client"
+
+    def __init__(self, description: str, *, tried_basic: bool) -> None:
+        super().__init__(description)
+        self.tried_basic = tried_basic
+
+    def response(self) -> Response:
+        if not self.tried_basic:
+            return super().response()
+        # RFC 6749 §5.2: a client that tried the Authorization header gets 401 and a challenge.
+        headers = {**NO_STORE, "WWW-Authenticate": 'Basic realm="fhirbox"'}
+        return json_response(401, {"error": self.error, "error_description": self.description}, headers)
+
+
+class UnauthorizedClient(OAuthError):
+    """The authenticated client may not use this grant type."""
+
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    """The grant type is not one this server supports."""
+
+    error = "unsupported_grant_type"
+
+
+class InvalidGrant(OAuthError):
+    """The refresh token is invalid, expired, revoked, reused or was issued to another client."""
+
+    error = "invalid_grant"
+
+
+class InvalidScope(OAuthError):
+    """The requested scope exceeds what the client is allowed."""
+
+    error = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    """The requested audience or resource (RFC 8707) is not one the client may ask for."""
+
+    error = "invalid_target"

@@ -1,0 +1,96 @@
+"""The client credentials grant (RFC 6749 §4.4), with scope (§3.3) and audience/resource (RFC 8707)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fhirbox.oauth.clients import ClientCredentialsSettings
+from fhirbox.oauth.endpoint import OAuthRequest
+from fhirbox.oauth.errors import InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from fhirbox.oauth.issuance import issue_tokens, token_response
+from fhirbox.oauth.sessions import SESSION, SessionCache, new_session
+from fhirbox.oauth.tokens import JwtTokens, new_session_id
+from fhirbox.storage.base import Store, Stored
+
+
+def granted_scope(allowed: tuple[str, ...] | None, requested: str | None) -> list[str] | None:
+    """The requested scope if the client may have all of it; the client's whole list if none asked."""
+    if requested is None:
+        return list(allowed) if allowed else None
+    wanted = list(dict.fromkeys(requested.split()))
+    if not wanted:
+        raise InvalidRequest("scope is empty")
+    if allowed is None:
+        raise InvalidScope("This client has no scopes to grant")
+    missing = [scope for scope in wanted if scope not in allowed]
+    if missing:
+        raise InvalidScope(f"Scope not allowed for this client: {' '.join(missing)}")
+    return wanted
+
+
+def requested_audience(request: OAuthRequest, config: ClientCredentialsSettings) -> str | None:
+    """The audience asked for by ``audience`` (the guide) or ``resource`` (RFC 8707): one value."""
+    audience, resource = request.get("audience"), request.get("resource")
+    if audience is not None and resource is not None and audience != resource:
+        raise InvalidRequest("Send audience or resource, not two different values")
+    if resource is not None and ("://" not in resource or "#" in resource):
+        raise InvalidTarget("resource must be an absolute URI without a fragment (RFC 8707)")
+    value = audience or resource
+    if value is not None and not config.allows_audience(value):
+        raise InvalidTarget(f"Audience {value!r} is not allowed for this client")
+    return value
+
+
+class ClientCredentialsGrant:
+    def __init__(
+        self, store: Store, sessions: SessionCache, jwts: JwtTokens, default_expiration: int, retention: int
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.jwts = jwts
+        self.default_expiration = default_expiration
+        self.retention = retention
+
+    async def __call__(self, client: Stored, request: OAuthRequest) -> dict[str, Any]:
+        if "client_credentials" not in client.body.get("grant_types", ()):
+            raise UnauthorizedClient("This client may not use the client_credentials grant")
+        config = ClientCredentialsSettings.of(client.body, self.default_expiration)
+        scope = granted_scope(config.scope, request.get("scope"))
+        audience = requested_audience(request, config)
+
+        now = int(time.time())
+        session_id = new_session_id()
+        tokens = issue_tokens(
+            self.jwts,
+            config,
+            session_id=session_id,
+            client_id=client.id,
+            now=now,
+            audience=audience,
+            scope=scope,
+        )
+        body = new_session(
+            session_id=session_id,
+            client_id=client.id,
+            issuer=self.jwts.issuer,
+            issued_at=now,
+            expires_at=tokens.expires_at,
+            audience=audience,
+            scope=scope,
+            access_hash=tokens.access_hash,
+            refresh_hash=tokens.refresh_hash,
+            refresh_expires_at=tokens.refresh_expires_at,
+            retention=self.retention,
+        )
+
+        def create(current: Stored | None) -> dict[str, Any]:
+            if current is not None:
+                raise RuntimeError(f"Session id collision on {session_id}")
+            return body
+
+        # Answered only after the Session is committed: the token works as soon as the client has it.
+        result = await self.store.mutate(SESSION, session_id, create)
+        assert result.after is not None
+        self.sessions.put(result.after)
+        return token_response(tokens, now, scope)

@@ -1,0 +1,65 @@
+"""Issuing tokens for a Session: what both grants share (formats, lifetimes, the token response)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fhirbox.oauth.clients import ClientCredentialsSettings
+from fhirbox.oauth.tokens import JwtTokens, opaque_token, token_hash
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    expires_at: int
+    refresh_token: str | None
+    refresh_expires_at: int | None
+
+    @property
+    def access_hash(self) -> str:
+        return token_hash(self.access_token)
+
+    @property
+    def refresh_hash(self) -> str | None:
+        return token_hash(self.refresh_token) if self.refresh_token is not None else None
+
+
+def issue_tokens(
+    jwts: JwtTokens,
+    config: ClientCredentialsSettings,
+    *,
+    session_id: str,
+    client_id: str,
+    now: int,
+    audience: str | None,
+    scope: list[str] | None,
+) -> IssuedTokens:
+    """A new access token (and refresh token when the client has them) for ``session_id``."""
+    expires_at = now + config.access_token_expiration
+    refresh_expires_at = now + config.refresh_token_expiration if config.refresh_token_expiration else None
+    if config.jwt:
+        access = jwts.access_token(session_id, client_id, now, expires_at, audience, scope)
+        refresh = (
+            jwts.refresh_token(session_id, client_id, now, refresh_expires_at)
+            if config.refresh_token
+            else None
+        )
+    else:
+        access = opaque_token(session_id)
+        refresh = opaque_token(session_id) if config.refresh_token else None
+    return IssuedTokens(access, expires_at, refresh, refresh_expires_at if refresh else None)
+
+
+def token_response(tokens: IssuedTokens, now: int, scope: list[str] | None) -> dict[str, Any]:
+    """RFC 6749 §5.1: ``expires_in`` is exactly the access token's lifetime."""
+    response: dict[str, Any] = {
+        "token_type": "Bearer",
+        "access_token": tokens.access_token,
+        "expires_in": tokens.expires_at - now,
+    }
+    if tokens.refresh_token is not None:
+        response["refresh_token"] = tokens.refresh_token
+    if scope:
+        response["scope"] = " ".join(scope)
+    return response

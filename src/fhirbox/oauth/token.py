@@ -1,0 +1,36 @@
+"""``POST /auth/token``: parse, authenticate the client, run the grant, answer (RFC 6749 §3.2, §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fhirbox.auth.clients import ClientDirectory
+from fhirbox.auth.principal import Principal
+from fhirbox.http.request import Request
+from fhirbox.http.responses import Response, json_response
+from fhirbox.oauth.endpoint import authenticate_client, read_oauth_request
+from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
+from fhirbox.oauth.grants import Grant
+
+
+class TokenEndpoint:
+    def __init__(self, clients: ClientDirectory, grants: Mapping[str, Grant]) -> None:
+        self.clients = clients
+        self.grants = grants
+
+    async def handle(self, request: Request, principal: Principal | None) -> Response:
+        try:
+            oauth = await read_oauth_request(request)
+            client = await authenticate_client(self.clients, oauth)
+            grant_type = oauth.get("grant_type")
+            if grant_type is None:
+                raise InvalidRequest("grant_type is required")
+            grant = self.grants.get(grant_type)
+            if grant is None:
+                raise UnsupportedGrantType(
+                    f"Unsupported grant_type {grant_type!r}; supported: {', '.join(self.grants)}"
+                )
+            answer = await grant(client, oauth)
+        except OAuthError as error:
+            return error.response()
+        return json_response(200, answer, dict(NO_STORE))

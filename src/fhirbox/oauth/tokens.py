@@ -1,0 +1,142 @@
+"""Access and refresh tokens: opaque (random, carrying their Session's id) and JWT (RFC 9068).
+
+An opaque token is ``<session id>.<256 random bits, base64url>``: the Session is found by its id with
+no scan, and the token is then checked against the SHA-256 kept in the Session, in constant time. A
+JWT carries the Session's id as ``jti``; its SHA-256 is kept in the Session as well, so that a revoked
+or replaced JWT stops working at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+import jwt
+
+from fhirbox.oauth.keys import KeyRing
+
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a JOSE type, not a secret
+_REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti", "client_id"]
+
+
+class InvalidToken(Exception):
+    """A bearer token that is malformed, forged, expired, revoked or of the wrong kind."""
+
+
+def token_hash(token: str) -> str:
+    """The SHA-256 (hex) under which a token is kept; the token itself is never stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+def opaque_token(session_id: str) -> str:
+    """``<session id>.<256 bits from the OS CSPRNG>``, URL-safe."""
+    return f"{session_id}.{secrets.token_urlsafe(32)}"
+
+
+def session_id_of(token: str) -> str | None:
+    """The Session id a token names (opaque: its prefix; JWT: its unverified ``jti``), or None."""
+    dots = token.count(".")
+    if dots == 1:
+        session_id = token.partition(".")[0]
+        return session_id or None
+    if dots == 2:
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        jti = claims.get("jti")
+        return jti if isinstance(jti, str) and jti else None
+    return None
+
+
+def is_jwt(token: str) -> bool:
+    return token.count(".") == 2
+
+
+class JwtTokens:
+    """Signs access and refresh JWTs with the active key, and verifies access JWTs."""
+
+    def __init__(self, keys: KeyRing, issuer: str) -> None:
+        self.keys = keys
+        self.issuer = issuer
+
+    def access_token(
+        self,
+        session_id: str,
+        client_id: str,
+        issued_at: int,
+        expires_at: int,
+        audience: str | None,
+        scope: list[str] | None,
+    ) -> str:
+        """An RFC 9068 access token: ``typ: at+jwt``, ``kid`` of the signing key."""
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": client_id,
+            "client_id": client_id,
+            "iat": issued_at,
+            "exp": expires_at,
+            "jti": session_id,
+        }
+        if audience is not None:
+            claims["aud"] = audience
+        if scope:
+            claims["scope"] = " ".join(scope)
+        key = self.keys.active
+        return jwt.encode(
+            claims, key.private, algorithm=key.alg, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP}
+        )
+
+    def refresh_token(self, session_id: str, client_id: str, issued_at: int, expires_at: int | None) -> str:
+        """A refresh JWT (``typ: refresh``); ``rti`` makes every rotated one unique."""
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": client_id,
+            "iat": issued_at,
+            "jti": session_id,
+            "typ": "refresh",
+            "rti": secrets.token_urlsafe(16),
+        }
+        if expires_at is not None:
+            claims["exp"] = expires_at
+        key = self.keys.active
+        return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+
+    async def verify_access_token(self, token: str) -> dict[str, Any]:
+        """The claims of a genuine, unexpired access JWT of this issuer; ``InvalidToken`` otherwise.
+
+        The algorithm is pinned to the one of the key named by ``kid``, so ``none``, HMAC and any
+        algorithm switch fail; ``typ`` must be ``at+jwt`` (a refresh JWT is not an access token).
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("Malformed JWT") from None
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in (ACCESS_TOKEN_TYP, "application/at+jwt"):
+            raise InvalidToken("Not an access token (typ must be at+jwt)")
+        kid = header.get("kid")
+        key = await self.keys.verification_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken("JWT signed by an unknown key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.public,
+                algorithms=[key.alg],
+                issuer=self.issuer,
+                # The token's audience names the resource servers it is meant for; fhirbox accepts its
+                # own tokens whatever audience they carry.
+                options={"require": _REQUIRED_CLAIMS, "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("Token expired") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"Invalid JWT: {exc}") from None
+        return claims
