@@ -87,17 +87,20 @@ def stop_all() -> None:
 
 @contextmanager
 def signals_unwind() -> Iterator[None]:
-    """Make SIGTERM behave like Ctrl-C (an exception), so ``finally`` blocks stop the children."""
+    """Make SIGTERM and SIGINT raise, so ``finally`` blocks stop the children; stop any left at the end."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise Interrupted(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    # Also when started from a shell that ignores SIGINT in background jobs: Ctrl-C must clean up.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         stop_all()
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 60.0) -> None:
