@@ -57,13 +57,13 @@ async def decide(
         stored = await store.read(CLIENT, client_id)
         if stored is None or stored.deleted:
             raise click.UsageError(f"No Client/{client_id} in {settings.database_url}")
-        if client_id == settings.root_client_id:
-            return True, f"allowed: {client_id} is the root client, which may do everything"
         request = synthetic_request(method, path, body, settings)
         try:
             _, request.path_params = App(settings, store=store).router.match(method, request.path)
         except HttpError as exc:
             raise click.UsageError(exc.diagnostics) from None
+        if client_id == settings.root_client_id:
+            return True, f"allowed: {client_id} is the root client, which may do everything"
         cache = PolicyCache(store)
         applicable = await cache.for_client(client_id)
         view = RequestView(request, Principal(client_id=client_id, client=stored.body))
