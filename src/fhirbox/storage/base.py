@@ -53,6 +53,11 @@ UNCHANGED = _Unchanged()
 Mutation = Callable[["Stored | None"], "dict[str, Any] | _Delete | _Unchanged"]
 
 
+class UnstorableValue(ValueError):
+    """Raised by ``mutate`` for a body the backend cannot hold (PostgreSQL text cannot contain
+    U+0000); nothing is written. The API answers it as an invalid resource."""
+
+
 @dataclass(frozen=True, slots=True)
 class MutationResult:
     before: Stored | None

@@ -1,0 +1,416 @@
+"""PostgreSQL backend: JSONB bodies, a sequence for versions, advisory locks and LISTEN/NOTIFY.
+
+Every write is one transaction: an advisory lock on the resource's type and id serialises its writers
+(a row lock cannot cover a row that does not exist yet), the version comes from a sequence taken
+under that lock, and ``pg_notify`` in the same transaction tells every process sharing the database,
+at commit, which resource changed. Tables are created unqualified, so a ``search_path`` in the URL
+(``postgresql://.../db?search_path=tenant``) puts the whole store in that schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from fhirbox.storage import migrations
+from fhirbox.storage.base import (
+    DELETE,
+    UNCHANGED,
+    Comparison,
+    Filter,
+    Mutation,
+    MutationResult,
+    SearchQuery,
+    SearchResult,
+    SortKey,
+    Store,
+    Stored,
+    UnstorableValue,
+    now_iso,
+    stamp,
+)
+
+log = logging.getLogger("fhirbox.storage.postgres")
+
+POOL_MIN = 2
+POOL_MAX = 10
+PING_TIMEOUT = 2.0
+CLOSE_TIMEOUT = 10.0
+# How often the change listener checks its connection when no notification arrives.
+LISTENER_CHECK_INTERVAL = 5.0
+# After the listener reconnects, resources written this long before it lost its connection are
+# reported again: a write stamps ``updated`` before it commits, so one committed during the gap can
+# carry an earlier time.
+REPLAY_MARGIN = timedelta(seconds=60)
+_COMPARISON_SQL = {"eq": "=", "ne": "<>", "gt": ">", "lt": "<", "ge": ">=", "le": "<="}
+_COLUMNS = {"id": "id", "lastUpdated": "updated"}
+_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+# PostgreSQL text (and so JSONB) cannot hold U+0000.
+_NUL_ERRORS = (
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+)
+
+
+def _has_nul(*texts: str) -> bool:
+    return any("\x00" in text for text in texts)
+
+
+def _row_to_stored(type_: str, id_: str, row: asyncpg.Record) -> Stored:
+    return Stored(type_, id_, row["version"], row["op"], orjson.loads(row["body"]))
+
+
+def _path_literal(path: tuple[str, ...]) -> str:
+    """A strict-free (lax) SQL/JSON path naming the keys of ``path``, each quoted."""
+    return "$" + "".join('."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in path)
+
+
+def _number(text: str) -> str | None:
+    """``text`` as a JSON path number literal when it is a finite JSON number, else None."""
+    if not _NUMBER.match(text):
+        return None
+    value = float(text)
+    if not math.isfinite(value):
+        return None
+    return text if "." not in text and "e" not in text.lower() else repr(value)
+
+
+def _filter_path(flt: Filter) -> str:
+    """A JSON path that exists when the value at ``flt.path`` (or an item of the array there)
+    equals ``flt.value`` as text, number or boolean. Lax mode unwraps arrays on the way."""
+    choices = ["@ == " + orjson.dumps(flt.value).decode()]
+    number = _number(flt.value)
+    if number is not None:
+        choices.append(f"@ == {number}")
+    if flt.value in ("true", "false"):
+        choices.append(f"@ == {flt.value}")
+    return f"{_path_literal(flt.path)} ? ({' || '.join(choices)})"
+
+
+class _Sql:
+    """Collects a WHERE clause and its bound parameters."""
+
+    def __init__(self, *params: Any) -> None:
+        self.params: list[Any] = list(params)
+
+    def bind(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._pool: asyncpg.Pool | None = None
+        self._channel = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        pool = await asyncpg.create_pool(
+            self.url,
+            min_size=POOL_MIN,
+            max_size=POOL_MAX,
+            # A write is answered only once committed durably, whatever the server's default.
+            server_settings={"synchronous_commit": "on", "application_name": "fhirbox"},
+        )
+        try:
+            async with pool.acquire() as conn:
+                schema = await self._migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        # NOTIFY is database-wide; stores in other schemas of the same database must not hear us.
+        self._channel = f"fhirbox:{schema}".encode()[:63].decode(errors="ignore")
+        self._pool = pool
+
+    async def close(self) -> None:
+        await self.stop_change_feed()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("PostgreSQL connections still busy after %ss; terminating", CLOSE_TIMEOUT)
+                pool.terminate()
+
+    async def ping(self) -> bool:
+        if self._pool is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._pool.fetchval("SELECT 1"), PING_TIMEOUT) == 1)
+        except (Exception, TimeoutError):
+            return False
+
+    @staticmethod
+    async def _migrate(conn: asyncpg.Connection) -> str:
+        """Apply pending migrations; two processes starting together take turns. Returns the schema."""
+        async with conn.transaction():
+            schema = await conn.fetchval("SELECT current_schema()")
+            if schema is None:
+                raise RuntimeError(
+                    "PostgreSQL has no schema to create tables in: the URL's search_path names no "
+                    "existing schema"
+                )
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('fhirbox.migrate:' || current_schema()))"
+            )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied TEXT NOT NULL)"
+            )
+            done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, statements in migrations.POSTGRES:
+                if version in done:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", version, now_iso())
+                log.info("applied PostgreSQL migration %d in schema %s", version, schema)
+        return str(schema)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        async with self._pool.acquire() as conn:
+            yield conn
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def read(self, type_: str, id_: str) -> Stored | None:
+        if _has_nul(type_, id_):
+            return None
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT version, op, body FROM resource WHERE type = $1 AND id = $2", type_, id_
+            )
+        return _row_to_stored(type_, id_, row) if row else None
+
+    async def read_version(self, type_: str, id_: str, version: int) -> Stored | None:
+        if _has_nul(type_, id_):
+            return None
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT version, op, body FROM history WHERE type = $1 AND id = $2 AND version = $3",
+                type_,
+                id_,
+                version,
+            )
+        return _row_to_stored(type_, id_, row) if row else None
+
+    async def history(self, type_: str, id_: str, limit: int, offset: int) -> tuple[list[Stored], int]:
+        if _has_nul(type_, id_):
+            return [], 0
+        async with self._connection() as conn:
+            total = await conn.fetchval(
+                "SELECT count(*) FROM history WHERE type = $1 AND id = $2", type_, id_
+            )
+            rows = await conn.fetch(
+                "SELECT version, op, body FROM history WHERE type = $1 AND id = $2 "
+                "ORDER BY version DESC LIMIT $3 OFFSET $4",
+                type_,
+                id_,
+                limit,
+                offset,
+            )
+        return [_row_to_stored(type_, id_, row) for row in rows], int(total)
+
+    async def search(self, type_: str, query: SearchQuery) -> SearchResult:
+        sql = _Sql(type_)
+        where = ["type = $1", "op <> 'delete'"]
+        if _has_nul(type_, *query.ids, *(flt.value for flt in query.filters)):
+            return SearchResult([], 0)  # nothing stored can contain U+0000
+        if query.ids:
+            where.append(f"id = ANY({sql.bind(list(query.ids))}::text[])")
+        for comparison in query.comparisons:
+            condition = self._comparison(comparison, sql)
+            if condition is None:
+                return SearchResult([], 0)
+            if condition:
+                where.append(condition)
+        for flt in query.filters:
+            # `@?` with a path bound as a parameter can use the GIN (jsonb_path_ops) index.
+            where.append(f"body @? {sql.bind(_filter_path(flt))}::jsonpath")
+        where_sql = " AND ".join(where)
+        filter_params = list(sql.params)
+        order = [self._order(key, sql) for key in query.sort]
+        order.append('updated ASC, id COLLATE "C" ASC')
+        limit, offset = sql.bind(query.limit), sql.bind(query.offset)
+        async with self._connection() as conn:
+            total = await conn.fetchval(f"SELECT count(*) FROM resource WHERE {where_sql}", *filter_params)  # noqa: S608
+            rows = await conn.fetch(
+                f"SELECT body FROM resource WHERE {where_sql} "  # noqa: S608
+                f"ORDER BY {', '.join(order)} LIMIT {limit} OFFSET {offset}",
+                *sql.params,
+            )
+        return SearchResult([orjson.loads(row["body"]) for row in rows], int(total))
+
+    @staticmethod
+    def _comparison(comparison: Comparison, sql: _Sql) -> str | None:
+        """The SQL condition; None when nothing can match, "" when everything does."""
+        if _has_nul(comparison.value):
+            # Stored text cannot contain U+0000, so only "not equal" can hold, and it always does.
+            return "" if comparison.op == "ne" else None
+        column = _COLUMNS[comparison.field]
+        collate = ' COLLATE "C"' if column == "id" else ""
+        return f"{column}{collate} {_COMPARISON_SQL[comparison.op]} {sql.bind(comparison.value)}"
+
+    @staticmethod
+    def _order(key: SortKey, sql: _Sql) -> str:
+        """Sort like SQLite does: missing and null first, then numbers (and booleans), then text."""
+        direction = "DESC" if key.descending else "ASC"
+        nulls = "NULLS LAST" if key.descending else "NULLS FIRST"
+        if key.path == ("_id",):
+            return f'id COLLATE "C" {direction}'
+        if key.path == ("_lastUpdated",):
+            return f"updated {direction}"
+        value = f"(body #> {sql.bind(list(key.path))}::text[])"
+        rank = (
+            f"CASE coalesce(jsonb_typeof({value}), 'null') WHEN 'null' THEN NULL WHEN 'number' THEN 1 "
+            "WHEN 'boolean' THEN 1 WHEN 'string' THEN 2 ELSE 3 END"
+        )
+        return f"{rank} {direction} {nulls}, {value} {direction} {nulls}"
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def _mutate(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction():
+                    return await self._apply(conn, type_, id_, mutation)
+            except _NUL_ERRORS as error:
+                raise UnstorableValue(
+                    "PostgreSQL cannot store the character U+0000 in a resource or its id"
+                ) from error
+
+    async def _apply(
+        self, conn: asyncpg.Connection, type_: str, id_: str, mutation: Mutation
+    ) -> MutationResult:
+        # The version is taken only once the lock is held (the subquery runs first), so versions of
+        # one resource increase in the order its writes commit.
+        version = await conn.fetchval(
+            "SELECT nextval('resource_version_seq') "
+            "FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2)) OFFSET 0) AS locked",
+            type_,
+            id_,
+        )
+        row = await conn.fetchrow(
+            "SELECT version, op, body FROM resource WHERE type = $1 AND id = $2 FOR UPDATE", type_, id_
+        )
+        before = _row_to_stored(type_, id_, row) if row else None
+        outcome = mutation(before)
+        if outcome is UNCHANGED:
+            return MutationResult(before, before)
+        live = before is not None and not before.deleted
+        if outcome is DELETE:
+            if before is None or not live:
+                return MutationResult(before, before)
+            body = dict(before.body)
+            op = "delete"
+        else:
+            assert isinstance(outcome, dict)
+            body = outcome
+            op = "update" if live else "create"
+        when = now_iso()
+        created_at = before.body.get("meta", {}).get("createdAt", when) if live and before else when
+        stamp(body, type_, id_, version, when, created_at)
+        await conn.execute(
+            "WITH current AS ("
+            " INSERT INTO resource (type, id, version, op, updated, body)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+            " ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, op = excluded.op,"
+            " updated = excluded.updated, body = excluded.body"
+            "), past AS ("
+            " INSERT INTO history (type, id, version, op, updated, body)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+            ") SELECT pg_notify($7, $1 || '/' || $2)",
+            type_,
+            id_,
+            version,
+            op,
+            when,
+            orjson.dumps(body).decode(),
+            self._channel,
+        )
+        return MutationResult(before, Stored(type_, id_, version, op, body))  # type: ignore[arg-type]
+
+    async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:
+        async with self._connection() as conn, conn.transaction():
+            count = await conn.fetchval(
+                "WITH doomed AS ("
+                " DELETE FROM resource WHERE type = $1 AND CASE WHEN jsonb_typeof(body #> $2::text[]) ="
+                " 'number' THEN (body #>> $2::text[])::float8 < $3 ELSE false END RETURNING id"
+                "), past AS ("
+                " DELETE FROM history USING doomed WHERE history.type = $1 AND history.id = doomed.id"
+                ") SELECT count(pg_notify($4, $1 || '/' || id)) FROM doomed",
+                type_,
+                list(path),
+                float(below),
+                self._channel,
+            )
+        return int(count)
+
+    # -- changes ---------------------------------------------------------------------------------
+    def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        type_, _, id_ = payload.partition("/")
+        self._listeners.notify(type_, id_)
+
+    async def _watch_changes(self, poll_interval: float) -> None:
+        """Listen for other processes' commits; on reconnecting, report what may have been missed."""
+        lost_at: datetime | None = None
+        while True:
+            conn: asyncpg.Connection | None = None
+            good_until: datetime | None = None
+            try:
+                # Named after the channel so that an operator (or a test) can find this connection.
+                name = f"feed:{self._channel}"[:63]
+                conn = await asyncpg.connect(self.url, server_settings={"application_name": name})
+                dropped = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, dropped=dropped: dropped.set())
+                await conn.add_listener(self._channel, self._on_notification)
+                if lost_at is not None:
+                    await self._replay(conn, lost_at)
+                    lost_at = None
+                good_until = datetime.now(UTC)
+                while not conn.is_closed():
+                    good_until = datetime.now(UTC)
+                    try:
+                        await asyncio.wait_for(dropped.wait(), LISTENER_CHECK_INTERVAL)
+                    except TimeoutError:
+                        # A silently dead connection never reports its end; ask it something.
+                        await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
+                    else:
+                        break
+                lost_at = good_until
+                log.warning("change feed connection ended; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if lost_at is None:
+                    lost_at = good_until or datetime.now(UTC)
+                log.warning("change feed connection failed (%s); retrying", exc)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(max(poll_interval, 0.2))
+
+    async def _replay(self, conn: asyncpg.Connection, lost_at: datetime) -> None:
+        since = (lost_at - REPLAY_MARGIN).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        started = time.monotonic()
+        rows = await conn.fetch("SELECT type, id FROM resource WHERE updated >= $1", since)
+        for row in rows:
+            self._listeners.notify(row["type"], row["id"])
+        log.info(
+            "change feed reconnected; reported %d recent writes in %.3fs",
+            len(rows),
+            time.monotonic() - started,
+        )

@@ -1,0 +1,441 @@
+"""The Store contract, checked directly on both backends (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from fhirbox.storage import open_store
+from fhirbox.storage.base import (
+    DELETE,
+    UNCHANGED,
+    Comparison,
+    Filter,
+    SearchQuery,
+    SortKey,
+    Store,
+    Stored,
+    UnstorableValue,
+)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = open_store(database_url)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Like ``wait_until``, but yields to the event loop so the stores under test keep running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+        await asyncio.sleep(0.02)
+
+
+def put(body: dict[str, Any]) -> Callable[[Stored | None], dict[str, Any]]:
+    return lambda current: dict(body)
+
+
+async def put_many(store: Store, type_: str, bodies: dict[str, dict[str, Any]]) -> None:
+    for id_, body in bodies.items():
+        await store.mutate(type_, id_, put(body))
+
+
+def ids(resources: list[dict[str, Any]]) -> list[str]:
+    return [resource["id"] for resource in resources]
+
+
+class Boom(Exception):
+    pass
+
+
+# -- versions and history --------------------------------------------------------------------------
+async def test_create_update_delete_each_make_a_version_and_history_is_newest_first(store: Store) -> None:
+    created = await store.mutate("Patient", "p1", put({"name": "a"}))
+    updated = await store.mutate("Patient", "p1", put({"name": "b"}))
+    deleted = await store.mutate("Patient", "p1", lambda current: DELETE)
+    assert created.created and not updated.created and not deleted.created
+    assert [r.after.op for r in (created, updated, deleted) if r.after] == ["create", "update", "delete"]
+    versions = [r.after.version for r in (created, updated, deleted) if r.after]
+    assert versions == sorted(versions) and len(set(versions)) == 3
+
+    history, total = await store.history("Patient", "p1", limit=10, offset=0)
+    assert total == 3
+    assert [(h.version, h.op) for h in history] == [
+        (versions[2], "delete"),
+        (versions[1], "update"),
+        (versions[0], "create"),
+    ]
+    page, total = await store.history("Patient", "p1", limit=1, offset=1)
+    assert total == 3 and [h.version for h in page] == [versions[1]]
+
+
+async def test_meta_is_stamped_and_created_at_survives_updates(store: Store) -> None:
+    first = (await store.mutate("Patient", "p1", put({"meta": {"tag": "x"}}))).after
+    second = (await store.mutate("Patient", "p1", put({}))).after
+    assert first is not None and second is not None
+    assert first.body["resourceType"] == "Patient" and first.body["id"] == "p1"
+    assert first.body["meta"]["versionId"] == str(first.version)
+    assert first.body["meta"]["tag"] == "x"
+    assert second.body["meta"]["createdAt"] == first.body["meta"]["createdAt"]
+    assert second.body["meta"]["lastUpdated"] >= first.body["meta"]["lastUpdated"]
+    stored = await store.read("Patient", "p1")
+    assert stored is not None and stored.body == second.body
+
+
+async def test_versions_increase_across_all_resources(store: Store) -> None:
+    seen = []
+    for id_ in ("a", "b", "c", "a"):
+        result = await store.mutate("Patient" if id_ != "b" else "Practitioner", id_, put({}))
+        assert result.after is not None
+        seen.append(result.after.version)
+    assert seen == sorted(seen) and len(set(seen)) == 4
+
+
+async def test_deleted_resource_reads_as_deleted_and_recreating_starts_afresh(store: Store) -> None:
+    created = (await store.mutate("Patient", "p1", put({"name": "a"}))).after
+    await store.mutate("Patient", "p1", lambda current: DELETE)
+    gone = await store.read("Patient", "p1")
+    assert gone is not None and gone.deleted and gone.body["name"] == "a"
+    assert await store.read("Patient", "never") is None
+
+    again = await store.mutate("Patient", "p1", put({"name": "c"}))
+    assert again.created and again.after is not None and created is not None
+    assert again.after.op == "create"
+    assert again.after.body["meta"]["createdAt"] >= created.body["meta"]["createdAt"]
+
+
+async def test_read_version_returns_each_past_version(store: Store) -> None:
+    first = (await store.mutate("Patient", "p1", put({"n": 1}))).after
+    second = (await store.mutate("Patient", "p1", put({"n": 2}))).after
+    assert first is not None and second is not None
+    old = await store.read_version("Patient", "p1", first.version)
+    assert old is not None and old.body["n"] == 1 and old.op == "create"
+    new = await store.read_version("Patient", "p1", second.version)
+    assert new is not None and new.body["n"] == 2
+    assert await store.read_version("Patient", "p1", second.version + 1000) is None
+    assert await store.read_version("Patient", "other", first.version) is None
+
+
+async def test_unchanged_and_deleting_a_missing_resource_write_nothing(store: Store) -> None:
+    missing = await store.mutate("Patient", "p1", lambda current: DELETE)
+    assert missing.before is None and missing.after is None
+    await store.mutate("Patient", "p1", put({"n": 1}))
+    kept = await store.mutate("Patient", "p1", lambda current: UNCHANGED)
+    assert kept.after is kept.before
+    await store.mutate("Patient", "p1", lambda current: DELETE)
+    twice = await store.mutate("Patient", "p1", lambda current: DELETE)
+    assert twice.after is twice.before
+    assert (await store.history("Patient", "p1", limit=10, offset=0))[1] == 2
+
+
+async def test_a_failing_mutation_propagates_its_exception_and_writes_nothing(store: Store) -> None:
+    error = Boom("no")
+
+    def fail(current: Stored | None) -> dict[str, Any]:
+        raise error
+
+    with pytest.raises(Boom) as raised:
+        await store.mutate("Patient", "new", fail)
+    assert raised.value is error
+    assert await store.read("Patient", "new") is None
+    assert (await store.history("Patient", "new", limit=10, offset=0))[1] == 0
+
+    before = (await store.mutate("Patient", "old", put({"n": 1}))).after
+    with pytest.raises(Boom):
+        await store.mutate("Patient", "old", fail)
+    after = await store.read("Patient", "old")
+    assert before is not None and after is not None
+    assert after.version == before.version and after.body == before.body
+
+
+async def test_a_failing_mutation_does_not_disturb_concurrent_ones(store: Store) -> None:
+    def fail(current: Stored | None) -> dict[str, Any]:
+        raise Boom
+
+    outcomes = await asyncio.gather(
+        *(store.mutate("Patient", f"p{i}", fail if i % 2 else put({"i": i})) for i in range(20)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(outcome, Boom) for outcome in outcomes) == 10
+    found = await store.search("Patient", SearchQuery(limit=100))
+    assert sorted(ids(found.resources)) == sorted(f"p{i}" for i in range(0, 20, 2))
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+async def test_concurrent_appends_to_one_resource_lose_nothing(store: Store) -> None:
+    def append(item: int) -> Callable[[Stored | None], dict[str, Any]]:
+        def mutation(current: Stored | None) -> dict[str, Any]:
+            items = list(current.body["items"]) if current else []
+            return {"items": [*items, item]}
+
+        return mutation
+
+    await asyncio.gather(*(store.mutate("List", "l1", append(i)) for i in range(50)))
+    stored = await store.read("List", "l1")
+    assert stored is not None
+    assert sorted(stored.body["items"]) == list(range(50))
+    assert (await store.history("List", "l1", limit=1, offset=0))[1] == 50
+
+
+async def test_concurrent_creates_of_one_new_id_are_serialised(store: Store) -> None:
+    class Exists(Exception):
+        pass
+
+    def create(n: int) -> Callable[[Stored | None], dict[str, Any]]:
+        def mutation(current: Stored | None) -> dict[str, Any]:
+            if current is not None:
+                raise Exists
+            return {"winner": n}
+
+        return mutation
+
+    outcomes = await asyncio.gather(
+        *(store.mutate("Patient", "only", create(n)) for n in range(20)), return_exceptions=True
+    )
+    winners = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(outcome, Exists) for outcome in outcomes if outcome not in winners)
+    assert (await store.history("Patient", "only", limit=10, offset=0))[1] == 1
+
+
+async def test_two_store_instances_never_lose_each_others_updates(database_url: str, store: Store) -> None:
+    other = open_store(database_url)
+    await other.open()
+    try:
+
+        def increment(current: Stored | None) -> dict[str, Any]:
+            return {"count": (current.body["count"] if current else 0) + 1}
+
+        await asyncio.gather(
+            *(s.mutate("Counter", "c", increment) for _ in range(20) for s in (store, other))
+        )
+        stored = await other.read("Counter", "c")
+        assert stored is not None and stored.body["count"] == 40
+    finally:
+        await other.close()
+
+
+# -- search -----------------------------------------------------------------------------------------
+PEOPLE: dict[str, dict[str, Any]] = {
+    "ann": {"name": {"given": "Ann", "family": "Lee"}, "age": 30, "active": True, "tags": ["a", "b"]},
+    "bob": {"name": {"given": "Bob", "family": "Lee"}, "age": 41, "active": False, "tags": ["b"]},
+    "cat": {"name": {"given": "Cat", "family": "Roe"}, "age": 30.0, "active": True, "code": "30"},
+    "dan": {"name": {"given": "Dan"}, "tags": [1, 2]},
+}
+
+
+async def test_search_filters_nested_paths_arrays_numbers_and_booleans(store: Store) -> None:
+    await put_many(store, "Person", PEOPLE)
+
+    async def matching(*filters: Filter) -> list[str]:
+        return sorted(ids((await store.search("Person", SearchQuery(filters=filters))).resources))
+
+    assert await matching(Filter(("name", "family"), "Lee")) == ["ann", "bob"]
+    assert await matching(Filter(("name", "family"), "lee")) == []
+    assert await matching(Filter(("tags",), "b")) == ["ann", "bob"]
+    assert await matching(Filter(("tags",), "2")) == ["dan"]
+    assert await matching(Filter(("age",), "30")) == ["ann", "cat"]
+    assert await matching(Filter(("code",), "30")) == ["cat"]
+    assert await matching(Filter(("active",), "true")) == ["ann", "cat"]
+    assert await matching(Filter(("active",), "false")) == ["bob"]
+    assert await matching(Filter(("name", "family"), "Lee"), Filter(("age",), "41")) == ["bob"]
+    assert await matching(Filter(("missing", "path"), "x")) == []
+    assert await matching(Filter(("name", "given"), 'Ann" || @ == "Bob')) == []
+    assert await matching(Filter(("name", "given"), "Ann\x00")) == []
+
+
+async def test_search_skips_deleted_resources_and_other_types(store: Store) -> None:
+    await put_many(store, "Person", PEOPLE)
+    await store.mutate("Person", "bob", lambda current: DELETE)
+    await store.mutate("Animal", "rex", put({"name": {"family": "Lee"}}))
+    found = await store.search("Person", SearchQuery(filters=[Filter(("name", "family"), "Lee")]))
+    assert ids(found.resources) == ["ann"] and found.total == 1
+
+
+async def test_search_by_ids_and_comparisons(store: Store) -> None:
+    await put_many(store, "Person", {"ann": {}, "bob": {}})
+    middle = await store.read("Person", "bob")
+    assert middle is not None
+    cut = middle.body["meta"]["lastUpdated"]
+    await put_many(store, "Person", {"cat": {}})
+
+    async def matching(query: SearchQuery) -> list[str]:
+        return sorted(ids((await store.search("Person", query)).resources))
+
+    assert await matching(SearchQuery(ids=["ann", "cat", "zed"])) == ["ann", "cat"]
+    assert await matching(SearchQuery(comparisons=[Comparison("lastUpdated", "ge", cut)])) == ["bob", "cat"]
+    assert await matching(SearchQuery(comparisons=[Comparison("lastUpdated", "gt", cut)])) == ["cat"]
+    assert await matching(SearchQuery(comparisons=[Comparison("lastUpdated", "lt", cut)])) == ["ann"]
+    assert await matching(SearchQuery(comparisons=[Comparison("lastUpdated", "le", cut)])) == ["ann", "bob"]
+    assert await matching(SearchQuery(comparisons=[Comparison("lastUpdated", "eq", cut)])) == ["bob"]
+    assert await matching(SearchQuery(comparisons=[Comparison("lastUpdated", "ne", cut)])) == ["ann", "cat"]
+    assert await matching(SearchQuery(comparisons=[Comparison("id", "gt", "ann")])) == ["bob", "cat"]
+    assert await matching(SearchQuery(ids=["ann\x00"])) == []
+
+
+async def test_search_sorts_by_id_last_updated_and_json_paths(store: Store) -> None:
+    await put_many(store, "Person", PEOPLE)
+
+    async def order(*keys: SortKey) -> list[str]:
+        return ids((await store.search("Person", SearchQuery(sort=keys))).resources)
+
+    assert await order() == ["ann", "bob", "cat", "dan"]  # oldest first by default
+    assert await order(SortKey(("_id",), descending=True)) == ["dan", "cat", "bob", "ann"]
+    assert await order(SortKey(("_lastUpdated",), descending=True)) == ["dan", "cat", "bob", "ann"]
+    assert await order(SortKey(("name", "given"), descending=True)) == ["dan", "cat", "bob", "ann"]
+    # Missing values first; ties keep the default order.
+    assert await order(SortKey(("age",))) == ["dan", "ann", "cat", "bob"]
+    assert await order(SortKey(("age",), descending=True)) == ["bob", "ann", "cat", "dan"]
+    assert await order(SortKey(("name", "family")), SortKey(("_id",), descending=True)) == [
+        "dan",
+        "bob",
+        "ann",
+        "cat",
+    ]
+
+
+async def test_search_pages_with_limit_and_offset_and_counts_every_match(store: Store) -> None:
+    await put_many(store, "Item", {f"i{n:02d}": {"n": n} for n in range(25)})
+    seen: list[str] = []
+    for offset in range(0, 30, 10):
+        page = await store.search("Item", SearchQuery(sort=[SortKey(("n",))], limit=10, offset=offset))
+        assert page.total == 25
+        seen.extend(ids(page.resources))
+    assert seen == [f"i{n:02d}" for n in range(25)]
+    beyond = await store.search("Item", SearchQuery(limit=10, offset=100))
+    assert beyond.resources == [] and beyond.total == 25
+
+
+# -- purge ------------------------------------------------------------------------------------------
+async def test_purge_removes_resources_below_a_number_with_their_history(store: Store) -> None:
+    await put_many(
+        store,
+        "Session",
+        {"old": {"exp": 100}, "edge": {"exp": 200}, "new": {"exp": 300}, "odd": {"exp": "50"}, "none": {}},
+    )
+    await store.mutate("Session", "old", put({"exp": 150}))
+    await store.mutate("Other", "old", put({"exp": 1}))
+    assert await store.purge("Session", ("exp",), 200) == 1
+    assert await store.read("Session", "old") is None
+    assert (await store.history("Session", "old", limit=10, offset=0))[1] == 0
+    remaining = await store.search("Session", SearchQuery())
+    assert sorted(ids(remaining.resources)) == ["edge", "new", "none", "odd"]
+    assert await store.read("Other", "old") is not None
+
+
+# -- change feed, lifecycle ------------------------------------------------------------------------
+async def test_a_second_store_hears_the_first_ones_writes(database_url: str, store: Store) -> None:
+    other = open_store(database_url)
+    await other.open()
+    heard: list[tuple[str, str]] = []
+    other.subscribe(lambda type_, id_: heard.append((type_, id_)))
+    other.start_change_feed(0.05)
+    try:
+        # The feed may need a moment to start listening: write until it hears something.
+        async def heard_warmup() -> bool:
+            await store.mutate("Client", "warmup", put({}))
+            await asyncio.sleep(0.1)
+            return ("Client", "warmup") in heard
+
+        for _ in range(50):
+            if await heard_warmup():
+                break
+        heard.clear()
+        await store.mutate("Client", "c1", put({}))
+        await eventually(lambda: ("Client", "c1") in heard, timeout=5.0)
+        heard.clear()
+        await store.mutate("Client", "c1", lambda current: DELETE)
+        await eventually(lambda: ("Client", "c1") in heard, timeout=5.0)
+    finally:
+        await other.close()
+
+
+async def test_local_writes_are_reported_at_once(store: Store) -> None:
+    heard: list[tuple[str, str]] = []
+    store.subscribe(lambda type_, id_: heard.append((type_, id_)))
+    await store.mutate("Client", "c1", put({}))
+    assert heard == [("Client", "c1")]
+    await store.mutate("Client", "c1", lambda current: UNCHANGED)
+    assert heard == [("Client", "c1")]
+
+
+async def test_opening_twice_at_once_and_reopening_keeps_data(database_url: str) -> None:
+    first, second = open_store(database_url), open_store(database_url)
+    await asyncio.gather(first.open(), second.open())
+    written = (await first.mutate("Patient", "p1", put({"n": 1}))).after
+    await asyncio.gather(first.close(), second.close())
+    assert written is not None
+
+    again = open_store(database_url)
+    await again.open()
+    try:
+        kept = await again.read("Patient", "p1")
+        assert kept is not None and kept.body == written.body
+        later = (await again.mutate("Patient", "p2", put({}))).after
+        assert later is not None and later.version > written.version
+        assert await again.ping()
+    finally:
+        await again.close()
+    assert not await again.ping()
+
+
+async def test_postgres_refuses_a_nul_character_and_writes_nothing(store: Store, backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("only PostgreSQL text cannot hold U+0000")
+    with pytest.raises(UnstorableValue):
+        await store.mutate("Patient", "p1", put({"name": "a\x00b"}))
+    assert await store.read("Patient", "p1") is None
+    assert (await store.mutate("Patient", "p1", put({"name": "ab"}))).created
+
+
+async def test_the_change_feed_reconnects_after_losing_its_connection(
+    database_url: str, store: Store, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("SQLite's change feed reads the file and has no connection to lose")
+    import asyncpg
+
+    other = open_store(database_url)
+    await other.open()
+    heard: list[tuple[str, str]] = []
+    other.subscribe(lambda type_, id_: heard.append((type_, id_)))
+    other.start_change_feed(0.05)
+    admin = await asyncpg.connect(database_url)
+    try:
+        schema = await admin.fetchval("SELECT current_schema()")
+
+        async def drop_feed() -> bool:
+            dropped = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                f"feed:fhirbox:{schema}",
+            )
+            return bool(dropped)
+
+        for _ in range(100):
+            if await drop_feed():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the change feed never connected")
+        await store.mutate("Client", "during-gap", put({}))
+        await eventually(lambda: ("Client", "during-gap") in heard, timeout=10.0)
+        heard.clear()
+        await store.mutate("Client", "after", put({}))
+        await eventually(lambda: ("Client", "after") in heard, timeout=10.0)
+    finally:
+        await admin.close()
+        await other.close()
