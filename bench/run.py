@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import processes, servers
+from bench import processes, profile, servers
 from bench.load import Load, Measure, run_wrk
 from bench.report import Row, add_ratios, table, write_chart, write_jsonl
 from bench.scenarios import FHIRBOX_SCENARIOS, PEER_SCENARIOS, Scenario, peer_loads, seed_fhirbox
@@ -43,6 +43,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"all = SQLite, plus PostgreSQL when {servers.POSTGRES_ENV} is set",
     )
     parser.add_argument("--scenarios", nargs="+", choices=names, metavar="NAME", help=f"only these: {names}")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each fhirbox scenario, one extra unmeasured run sampled by py-spy",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the .jsonl and .png go")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -68,9 +73,10 @@ def log(message: str) -> None:
 
 class Bench:
     def __init__(
-        self, args: argparse.Namespace, wrk: str, server_cpu: int, load_cpu: int, workdir: Path
+        self, args: argparse.Namespace, wrk: str, server_cpu: int, load_cpu: int, workdir: Path, prefix: Path
     ) -> None:
         self.args = args
+        self.prefix = prefix  # results go to <prefix>.jsonl, <prefix>.png, <prefix>-profile-*
         self.wrk = wrk
         self.server_cpu = server_cpu
         self.load_cpu = load_cpu
@@ -108,6 +114,8 @@ class Bench:
                 f"{measure.errors} errors"
             )
         server.check_alive()
+        if args.profile and system == "fhirbox":
+            self.profile(label, server, load)
         median = sorted(runs, key=lambda m: m.rate)[len(runs) // 2]
         errors = sum(m.errors for m in runs)
         failures = [m.first_failure for m in runs if m.first_failure]
@@ -130,6 +138,22 @@ class Bench:
                 notes=([*failures[:1], *notes] if errors else []),
             )
         )
+
+    def profile(self, label: str, server: servers.Server, load: Load) -> None:
+        folded = Path(f"{self.prefix}-profile-{label.replace('/', '-')}.folded")
+        folded.parent.mkdir(parents=True, exist_ok=True)
+        recorder = profile.start_recording(server.pid, self.args.duration, folded, self.load_cpu)
+        try:
+            run_wrk(self.wrk, self.load_cpu, server.url, load, self.args.duration + 1, self.args.connections)
+            recorder.wait(60)
+        finally:
+            processes.stop(recorder)
+        if folded.exists():
+            summary = profile.summarize(folded)
+            folded.with_suffix(".txt").write_text(f"{label}\n{summary}")
+            log(f"profile of {label}: {folded.with_suffix('.txt')}")
+        else:
+            log(f"profile of {label}: py-spy wrote nothing ({processes.tail(folded.with_suffix('.log'))})")
 
     def _failed_row(self, system: str, scenario: str, backend: str, notes: list[str]) -> Row:
         return Row(system, scenario, backend, 0.0, 0.0, 0.0, 1, None, [], self.args.connections,
@@ -172,9 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen_backends = backends(args.backend)
     wrk = ensure_wrk()
     peer_script = None if args.no_peer else ensure_peer()
+    if args.profile:
+        profile.py_spy()
     started = datetime.datetime.now(datetime.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     with processes.signals_unwind(), tempfile.TemporaryDirectory(prefix="fhirbox-bench-") as tmp:
-        bench = Bench(args, wrk, server_cpu, load_cpu, Path(tmp))
+        bench = Bench(args, wrk, server_cpu, load_cpu, Path(tmp), args.results_dir / stamp)
         try:
             for backend in chosen_backends:
                 bench.run_fhirbox(backend)
@@ -188,7 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 143
     rows = bench.rows
     add_ratios(rows, {s.name: s.peer_match for s in FHIRBOX_SCENARIOS if s.peer_match})
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     context: dict[str, object] = {
         "timestamp": started.isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {_cpu_model()}, {os.cpu_count()} CPUs",
