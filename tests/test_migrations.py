@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,10 @@ def steps_name(settings: Settings) -> str:
     return "SQLITE" if settings.database_url.startswith("sqlite") else "POSTGRES"
 
 
+def replace_with(body: dict[str, Any]) -> Callable[[Stored | None], dict[str, Any]]:
+    return lambda current: dict(body)
+
+
 async def write_with_schema(settings: Settings, steps: Steps, monkeypatch: pytest.MonkeyPatch) -> None:
     """Create the database as a version whose migrations were only ``steps`` would, and store data."""
     with monkeypatch.context() as patch:
@@ -28,10 +33,8 @@ async def write_with_schema(settings: Settings, steps: Steps, monkeypatch: pytes
         await store.open()
         try:
             for n in range(3):
-                await store.mutate(
-                    "Patient", f"old{n}", lambda current, n=n: {"n": n, "name": [{"family": "Old"}]}
-                )
-            await store.mutate("Patient", "old0", lambda current: {"n": 10})
+                await store.mutate("Patient", f"old{n}", replace_with({"n": n, "name": [{"family": "Old"}]}))
+            await store.mutate("Patient", "old0", replace_with({"n": 10}))
         finally:
             await store.close()
 
