@@ -7,7 +7,7 @@ needs I/O; the authorizer loads it beforehand, and only when an applicable polic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fhirbox.auth.principal import Principal
@@ -33,6 +33,7 @@ KEYS = (
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Route parameters under Aidbox's names; other route parameters keep their own.
 ROUTE_PARAMS = {"type": "resource/type", "id": "resource/id"}
+_UNSET: Any = object()
 # Credentials never shown to policies, even as hashes.
 _HIDDEN_HEADERS = ("authorization",)
 _HIDDEN_CLIENT_FIELDS = ("secret",)
@@ -49,6 +50,15 @@ class RequestObject:
 
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def stripped(self, keys: Iterable[str] | None) -> dict[str, Any]:
+        """``keys`` (all when None) with empty values removed at any depth, as json-schema sees them."""
+        result = {}
+        for key in KEYS if keys is None else keys:
+            value = strip_empty(self.get(key))
+            if value is not None:
+                result[key] = value
+        return result
 
 
 class StaticRequest(RequestObject):
@@ -69,12 +79,13 @@ class StaticRequest(RequestObject):
 class RequestView(RequestObject):
     """The request object of a live request, built key by key on first use and then kept."""
 
-    __slots__ = ("_document", "_values", "principal", "request")
+    __slots__ = ("_document", "_stripped", "_values", "principal", "request")
 
     def __init__(self, request: Request, principal: Principal) -> None:
         self.request = request
         self.principal = principal
         self._values: dict[str, Any] = {}
+        self._stripped: dict[str, Any] = {}
         self._document: Any = None
 
     async def load_body(self) -> None:
@@ -89,14 +100,14 @@ class RequestView(RequestObject):
             self._document = await self.request.document()
         except HttpError:
             self._document = None
-        self._values.pop("body", None)
-        self._values.pop("resource", None)
+        for key in ("body", "resource"):
+            self._values.pop(key, None)
+            self._stripped.pop(key, None)
 
     def get(self, key: str) -> Any:
-        try:
-            return self._values[key]
-        except KeyError:
-            pass
+        value = self._values.get(key, _UNSET)
+        if value is not _UNSET:
+            return value
         builder = _BUILDERS.get(key)
         value = builder(self) if builder is not None else None
         self._values[key] = value
@@ -105,15 +116,66 @@ class RequestView(RequestObject):
     def to_dict(self) -> dict[str, Any]:
         return {key: value for key in KEYS if (value := self.get(key)) is not None}
 
+    def stripped(self, keys: Iterable[str] | None) -> dict[str, Any]:
+        # Several json-schema policies may look at the same keys: strip each key once per request.
+        cache = self._stripped
+        result = {}
+        for key in KEYS if keys is None else keys:
+            value = cache.get(key, _UNSET)
+            if value is _UNSET:
+                value = cache[key] = strip_empty(self.get(key))
+            if value is not None:
+                result[key] = value
+        return result
+
+
+def strip_empty(value: Any) -> Any:
+    """``value`` without empty arrays, objects, strings and nulls at any depth; None if nothing is left."""
+    kind = type(value)
+    if kind is dict:
+        stripped = {}
+        for key, item in value.items():
+            if type(item) in _CONTAINERS:
+                item = strip_empty(item)
+            if item is not None and item != "":
+                stripped[key] = item
+        return stripped or None
+    if kind is list:
+        items = []
+        for item in value:
+            if type(item) in _CONTAINERS:
+                item = strip_empty(item)
+            if item is not None and item != "":
+                items.append(item)
+        return items or None
+    if value == "":
+        return None
+    return value
+
+
+_CONTAINERS = (dict, list)
+
+
+def _query_pairs(view: RequestView) -> list[tuple[str, str]]:
+    query_string = view.request.query_string
+    if "%" not in query_string and "+" not in query_string:
+        # The common case needs no decoding; splitting by hand is several times faster.
+        pairs = []
+        for part in query_string.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((name, value))
+        return pairs
+    try:
+        return view.request.query
+    except HttpError:
+        return []  # not UTF-8: the handler answers 400 if the request gets that far
+
 
 def _params(view: RequestView) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if view.request.query_string:
-        try:
-            query = view.request.query
-        except HttpError:
-            query = []
-        for name, value in query:
+        for name, value in _query_pairs(view):
             previous = params.get(name)
             if previous is None:
                 params[name] = value
@@ -129,9 +191,13 @@ def _params(view: RequestView) -> dict[str, Any]:
 def _without(data: dict[str, Any] | None, hidden: tuple[str, ...]) -> dict[str, Any] | None:
     if data is None:
         return None
-    if not any(name in data for name in hidden):
-        return data
-    return {key: value for key, value in data.items() if key not in hidden}
+    copy = None
+    for name in hidden:
+        if name in data:
+            if copy is None:
+                copy = dict(data)
+            del copy[name]
+    return data if copy is None else copy
 
 
 def _scheme(view: RequestView) -> str:

@@ -17,23 +17,29 @@ from fhirbox.policy.request_object import RequestObject
 from fhirbox.policy.rule import PolicyError, Rule, field_path
 
 _MAX_ERRORS = 10
+# Top-level keywords under which only the keys named in ``properties`` and ``required`` can affect
+# the result; a schema using nothing else is validated against just those keys of the request.
+_KEY_LOCAL_KEYWORDS = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "type", "properties", "required"}
+    | {"definitions", "$defs", "default", "examples"}
+)
 
 
 class JsonSchemaRule(Rule):
-    __slots__ = ("_is_valid", "validator")
+    __slots__ = ("_is_valid", "keys", "needs_body", "validator")
     engine = "json-schema"
-    # The schema sees the whole request object, which includes the body of a write.
-    needs_body = True
 
-    def __init__(self, validator: Any) -> None:
+    def __init__(self, validator: Any, keys: tuple[str, ...] | None) -> None:
         self.validator = validator
         self._is_valid = validator.is_valid
+        self.keys = keys
+        self.needs_body = keys is None or "body" in keys or "resource" in keys
 
     def check(self, request: RequestObject) -> bool:
-        return bool(self._is_valid(strip_empty(request.to_dict()) or {}))
+        return bool(self._is_valid(request.stripped(self.keys)))
 
     def explain(self, request: RequestObject) -> dict[str, Any]:
-        instance = strip_empty(request.to_dict()) or {}
+        instance = request.stripped(self.keys)
         errors = [_first_line(error) for error in islice(self.validator.iter_errors(instance), _MAX_ERRORS)]
         result: dict[str, Any] = {"engine": self.engine, "result": not errors}
         if errors:
@@ -54,24 +60,18 @@ def compile_json_schema(rule: dict[str, Any], where: str) -> Rule:
             validator = jsonschema_rs.Draft7Validator(schema, offline=True)
     except (jsonschema_rs.ValidationError, ValueError) as exc:
         raise PolicyError(f"{where}: invalid JSON Schema: {_first_line(exc)}") from None
-    return JsonSchemaRule(validator)
+    return JsonSchemaRule(validator, _request_keys(schema))
 
 
-def strip_empty(value: Any) -> Any:
-    """``value`` without empty arrays, objects, strings and nulls, at any depth (None if all empty)."""
-    if isinstance(value, dict):
-        stripped = {}
-        for key, item in value.items():
-            item = strip_empty(item)
-            if item is not None:
-                stripped[key] = item
-        return stripped or None
-    if isinstance(value, list):
-        items = [item for item in (strip_empty(element) for element in value) if item is not None]
-        return items or None
-    if value == "":
+def _request_keys(schema: dict[str, Any] | bool) -> tuple[str, ...] | None:
+    """The request keys the schema can look at, or None when it may look at any of them."""
+    if not isinstance(schema, dict) or not schema.keys() <= _KEY_LOCAL_KEYWORDS:
         return None
-    return value
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    if not isinstance(properties, dict) or not isinstance(required, list):
+        return None
+    return tuple(dict.fromkeys([*properties, *required]))
 
 
 def _first_line(error: Exception) -> str:
