@@ -1,0 +1,132 @@
+"""Refresh tokens: rotation, reuse detection revoking the Session, other clients, expiry that slides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.oauth.support import SECRET, bearer, client_body, eventually, form_basic, get_token, put_client
+from tests.support import ROOT
+
+
+async def refresh(http: httpx.AsyncClient, client_id: str, token: str) -> httpx.Response:
+    return await http.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": token},
+        headers=form_basic(client_id, SECRET),
+    )
+
+
+@pytest.fixture(params=["jwt", "opaque"])
+async def refreshing(client: httpx.AsyncClient, request: pytest.FixtureRequest) -> dict[str, Any]:
+    settings: dict[str, Any] = {"refresh_token": True}
+    if request.param == "jwt":
+        settings["token_format"] = "jwt"
+    await put_client(client, "api-client", client_body(**settings))
+    return await get_token(client, "api-client")
+
+
+async def session_of(http: httpx.AsyncClient) -> dict[str, Any]:
+    found = (await http.get("/Session", params={"client.id": "api-client"}, auth=ROOT)).json()
+    assert found["total"] == 1
+    session: dict[str, Any] = found["entry"][0]["resource"]
+    return session
+
+
+async def test_refresh_rotates_both_tokens_in_the_same_session(
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
+) -> None:
+    response = await refresh(client, "api-client", refreshing["refresh_token"])
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    new = response.json()
+    assert new["refresh_token"] != refreshing["refresh_token"]
+    assert new["expires_in"] == 3600
+    assert (await session_of(client))["active"] is True
+    # The Session accepts only its latest access token. (An RS256 JWT refreshed within the same second
+    # has the same claims, hence is the same token, as its predecessor.)
+    if new["access_token"] != refreshing["access_token"]:
+        old = await client.get("/Patient", headers=bearer(refreshing["access_token"]))
+        assert old.status_code == 401
+    assert (await client.get("/Patient", headers=bearer(new["access_token"]))).status_code == 403
+    again = await refresh(client, "api-client", new["refresh_token"])
+    assert again.status_code == 200
+
+
+async def test_refresh_works_with_json_body(client: httpx.AsyncClient, refreshing: dict[str, Any]) -> None:
+    response = await client.post(
+        "/auth/token",
+        json={
+            "grant_type": "refresh_token",
+            "client_id": "api-client",
+            "client_secret": SECRET,
+            "refresh_token": refreshing["refresh_token"],
+        },
+    )
+    assert response.status_code == 200
+
+
+async def test_reusing_a_rotated_refresh_token_revokes_the_session(
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
+) -> None:
+    new = (await refresh(client, "api-client", refreshing["refresh_token"])).json()
+    reused = await refresh(client, "api-client", refreshing["refresh_token"])
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    session = await session_of(client)
+    assert session["active"] is False and "end" in session
+    assert (await client.get("/Patient", headers=bearer(new["access_token"]))).status_code == 401
+    latest = await refresh(client, "api-client", new["refresh_token"])
+    assert latest.json()["error"] == "invalid_grant"
+
+
+async def test_refresh_token_of_another_client_is_invalid_grant(
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
+) -> None:
+    await put_client(client, "other", client_body(refresh_token=True))
+    response = await refresh(client, "other", refreshing["refresh_token"])
+    assert response.json()["error"] == "invalid_grant"
+    assert (await session_of(client))["active"] is True
+
+
+async def test_refresh_of_a_closed_session_is_invalid_grant(
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
+) -> None:
+    closed = await client.delete("/Session", headers=bearer(refreshing["access_token"]))
+    assert closed.status_code == 200
+    response = await refresh(client, "api-client", refreshing["refresh_token"])
+    assert response.json()["error"] == "invalid_grant"
+
+
+async def test_no_refresh_token_unless_enabled(client: httpx.AsyncClient) -> None:
+    await put_client(client, "plain", client_body(token_format="jwt"))
+    assert "refresh_token" not in await get_token(client, "plain")
+
+
+async def test_expired_refresh_token_is_invalid_grant(client: httpx.AsyncClient) -> None:
+    await put_client(client, "api-client", client_body(refresh_token=True, refresh_token_expiration=1))
+    token = await get_token(client, "api-client")
+    assert (await session_of(client))["refresh_token_exp"] - (await session_of(client))["exp"] < 0
+
+    async def expired() -> bool:
+        response = await refresh(client, "api-client", token["refresh_token"])
+        return response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+    assert await eventually(expired, timeout=5)
+
+
+async def test_refresh_token_expiration_slides_from_last_use(client: httpx.AsyncClient) -> None:
+    await put_client(client, "api-client", client_body(refresh_token=True, refresh_token_expiration=100))
+    token = await get_token(client, "api-client")
+    first = (await session_of(client))["refresh_token_exp"]
+
+    async def later() -> dict[str, Any] | None:
+        response = await refresh(client, "api-client", token["refresh_token"])
+        assert response.status_code == 200
+        token["refresh_token"] = response.json()["refresh_token"]
+        session = await session_of(client)
+        return session if session["refresh_token_exp"] > first else None
+
+    session = await eventually(later, timeout=5)
+    assert session["refresh_token_exp"] > first
