@@ -78,3 +78,11 @@ def test_remote_references_are_not_fetched() -> None:
 def test_schema_must_be_an_object() -> None:
     with pytest.raises(PolicyError, match="schema: must be a JSON Schema object"):
         compile_policy(policy("Organization"))
+
+
+def test_schema_constraining_unnamed_keys_sees_the_whole_request() -> None:
+    only_uri = policy(
+        {"type": "object", "properties": {"uri": {"type": "string"}}, "additionalProperties": False}
+    )
+    assert evaluate(only_uri, {"uri": "/Patient", "params": {}})
+    assert not evaluate(only_uri, {"uri": "/Patient", "params": {"resource/type": "Patient"}})
