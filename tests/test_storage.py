@@ -439,3 +439,40 @@ async def test_the_change_feed_reconnects_after_losing_its_connection(
     finally:
         await admin.close()
         await other.close()
+
+
+async def test_search_looks_into_arrays_on_the_way_but_not_into_objects(store: Store) -> None:
+    await put_many(
+        store,
+        "Patient",
+        {
+            "ann": {"name": [{"given": ["Ann", "Jo"], "family": "Lee"}, {"family": "Roe"}]},
+            "bob": {"name": {"given": "Bob"}, "contact": [[{"name": "Lee"}]]},
+            "cat": {"family": {"name": "Lee"}},
+        },
+    )
+
+    async def matching(*filters: Filter) -> list[str]:
+        return sorted(ids((await store.search("Patient", SearchQuery(filters=filters))).resources))
+
+    assert await matching(Filter(("name", "family"), "Roe")) == ["ann"]
+    assert await matching(Filter(("name", "given"), "Jo")) == ["ann"]
+    assert await matching(Filter(("name", "given"), "Bob")) == ["bob"]
+    assert await matching(Filter(("family",), "Lee")) == []
+    assert await matching(Filter(("name",), "Bob")) == []
+
+
+async def test_search_accepts_any_number_text_without_failing(store: Store) -> None:
+    await put_many(store, "Item", {"five": {"n": 5}, "big": {"n": 1e30}, "text": {"n": "1_000"}})
+
+    async def matching(value: str) -> list[str]:
+        query = SearchQuery(filters=[Filter(("n",), value)])
+        return sorted(ids((await store.search("Item", query)).resources))
+
+    assert await matching("5.0") == ["five"]
+    assert await matching("5e0") == ["five"]
+    assert "five" not in await matching("9" * 30)  # past 64 bits: no error (SQLite compares as real)
+    assert await matching("1" + "0" * 30) == ["big"]
+    assert await matching("1_000") == ["text"]
+    for odd in ("nan", "inf", "1e999", "-", "05", " 5"):
+        assert await matching(odd) == [], odd

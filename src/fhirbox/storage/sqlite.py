@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -39,6 +41,8 @@ T = TypeVar("T")
 _MAX_BATCH = 512
 _COMPARISON_SQL = {"eq": "=", "ne": "!=", "gt": ">", "lt": "<", "ge": ">=", "le": "<="}
 _COLUMNS = {"id": "id", "lastUpdated": "updated"}
+_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+_INTEGER = re.compile(r"^-?[0-9]+$")
 
 
 def json_path(path: tuple[str, ...]) -> str:
@@ -59,24 +63,50 @@ def _row_to_stored(type_: str, id_: str, row: tuple[Any, ...]) -> Stored:
     return Stored(type_, id_, version, op, orjson.loads(body))
 
 
+def _number(text: str) -> int | float | None:
+    """``text`` as a number SQLite can bind when it is a finite JSON number, else None."""
+    if not _NUMBER.match(text):
+        return None
+    if _INTEGER.match(text):
+        number = int(text)
+        # SQLite reads an integer past 64 bits in JSON as a real, and cannot bind a bigger int.
+        return number if -(2**63) <= number < 2**63 else float(number)
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
 def _filter_sql(flt: Filter) -> tuple[str, list[Any]]:
-    conditions = ["(je.type = 'text' AND je.value = ?)"]
+    """An EXISTS condition: some value at ``flt.path`` equals ``flt.value`` as text, number or boolean.
+
+    Arrays met on the way, and an array at the end, are looked into, as PostgreSQL's lax JSON paths
+    do (``name.family`` finds ``{"name": [{"family": "Lee"}]}``); an object is never equal to a value.
+    """
+    sources: list[str] = []
+    path_params: list[Any] = []
+    parent = "resource.body"
+    for depth, key in enumerate(flt.path):
+        step = f"e{depth}"
+        node = f"{parent} -> ?"
+        # Each step lists the child's items when it is an array, else the child alone; below the
+        # first step only objects have children (the CASE keeps json_type from parsing a scalar).
+        listing = f"CASE json_type({parent}, ?) WHEN 'array' THEN {node} ELSE '[' || ({node}) || ']' END"
+        if depth:
+            listing = f"CASE WHEN e{depth - 1}.type = 'object' THEN {listing} END"
+        sources.append(f"json_each({listing}) AS {step}")
+        path_params.extend([json_path((key,))] * 3)
+        parent = f"{step}.value"
+    last = f"e{len(flt.path) - 1}"
+    conditions = [f"({last}.type = 'text' AND {last}.value = ?)"]
     params: list[Any] = [flt.value]
-    try:
-        number: float | int = int(flt.value)
-    except ValueError:
-        try:
-            number = float(flt.value)
-        except ValueError:
-            number = None  # type: ignore[assignment]
+    number = _number(flt.value)
     if number is not None:
-        conditions.append("(je.type IN ('integer', 'real') AND je.value = ?)")
+        conditions.append(f"({last}.type IN ('integer', 'real') AND {last}.value = ?)")
         params.append(number)
     if flt.value in ("true", "false"):
-        conditions.append(f"je.type = '{flt.value}'")
+        conditions.append(f"{last}.type = '{flt.value}'")
     # Only fixed SQL fragments are joined here; every value is a bound parameter.
-    sql = "EXISTS (SELECT 1 FROM json_each(resource.body, ?) AS je WHERE " + " OR ".join(conditions) + ")"  # noqa: S608
-    return sql, [json_path(flt.path), *params]
+    sql = f"EXISTS (SELECT 1 FROM {', '.join(sources)} WHERE {' OR '.join(conditions)})"  # noqa: S608
+    return sql, [*path_params, *params]
 
 
 class SQLiteStore(Store):
