@@ -41,8 +41,9 @@ def verify_with_jwks(server: ServerProcess, token: str) -> dict[str, object]:
     kid = jwt.get_unverified_header(token)["kid"]
     [jwk] = [key for key in jwks(server) if key["kid"] == kid]
     key = jwt.PyJWK(jwk)
-    options = {"verify_aud": False}
-    claims: dict[str, object] = jwt.decode(token, key.key, algorithms=[jwk["alg"]], options=options)
+    claims: dict[str, object] = jwt.decode(
+        token, key.key, algorithms=[jwk["alg"]], options={"verify_aud": False}
+    )
     return claims
 
 
