@@ -62,6 +62,20 @@ async def test_405_names_the_allowed_methods(root: httpx.AsyncClient) -> None:
     assert set(response.headers["allow"].split(", ")) == {"GET", "POST"}
 
 
+async def test_405_on_the_token_endpoint_with_the_wrong_method(client: httpx.AsyncClient) -> None:
+    response = await client.get("/auth/token")
+    assert_outcome(response, 405, "not-supported")
+    assert response.headers["allow"] == "POST"
+
+
+async def test_literal_session_route_leaves_session_search_to_the_resource_api(
+    root: httpx.AsyncClient,
+) -> None:
+    response = await root.get("/Session")
+    assert response.status_code == 200
+    assert response.json()["type"] == "searchset"
+
+
 async def test_409_conflict(root: httpx.AsyncClient) -> None:
     await root.post("/Patient", json={"id": "c"})
     assert_outcome(await root.post("/Patient", json={"id": "c"}), 409, "conflict")

@@ -189,6 +189,23 @@ async def test_errors_are_rendered_in_the_negotiated_format(root: httpx.AsyncCli
     assert yaml.safe_load(response.text)["id"] == "not-found"
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"name": "a\\u0000b"}', "application/json"),
+        (b'{"a\\u0000b": 1}', "application/json"),
+        (b'name: "a\\0b"\n', "text/yaml"),
+    ],
+)
+async def test_the_nul_character_is_refused_on_every_backend(
+    root: httpx.AsyncClient, body: bytes, content_type: str
+) -> None:
+    response = await root.put("/Patient/nul", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    assert "U+0000" in response.json()["issue"][0]["diagnostics"]
+    assert (await root.get("/Patient/nul")).status_code == 404
+
+
 async def test_a_query_that_is_not_utf8_is_400(root: httpx.AsyncClient) -> None:
     response = await root.get("/Patient?_format=%ff")
     assert response.status_code == 400

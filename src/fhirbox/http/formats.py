@@ -40,6 +40,10 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+# PostgreSQL text cannot hold U+0000; refusing it everywhere keeps both backends alike.
+_NUL = "Strings may not contain the NUL character (U+0000)"
+
+
 def check_document(document: Any, max_depth: int, max_nodes: int) -> None:
     """Reject documents that are not plain JSON values, nest too deep or expand past ``max_nodes``.
 
@@ -58,9 +62,14 @@ def check_document(document: Any, max_depth: int, max_nodes: int) -> None:
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise HttpError(400, f"Object keys must be strings, got {key!r}")
+                if "\x00" in key:
+                    raise HttpError(400, _NUL)
                 stack.append((item, depth + 1))
         elif isinstance(value, list):
             stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise HttpError(400, _NUL)
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise HttpError(400, "Numbers must be finite")

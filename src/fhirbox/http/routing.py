@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ class Router:
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, Route]] = {}
         self._patterns: dict[int, list[_Pattern]] = {}
+        self._constraints: dict[str, re.Pattern[str]] = {}
 
     def add(self, method: str, path: str, route: Route) -> None:
         segments = tuple(path.strip("/").split("/")) if path != "/" else ()
@@ -58,35 +60,42 @@ class Router:
         patterns.append(_Pattern(segments, {method: route}))
         patterns.sort(key=lambda p: -p.literal_count)
 
+    def constrain(self, name: str, pattern: re.Pattern[str]) -> None:
+        """Let ``{name}`` match only segments that ``pattern`` matches (e.g. resource type names)."""
+        self._constraints[name] = pattern
+
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        """The route for ``method`` and ``path`` with its parameters; 404 or 405 otherwise."""
+        """The route for ``method`` and ``path`` with its parameters; 404 or 405 otherwise.
+
+        A literal route (``DELETE /Session``) shadows a pattern (``GET /{type}``) only for its own
+        methods; a literal path no pattern serves answers 405 for other methods (``GET /auth/token``).
+        """
         exact = self._exact.get(path)
-        if exact is not None and (method in exact or not self._has_pattern_for(method, path)):
-            # A literal route (DELETE /Session) shadows a pattern (GET /{type}) only for its methods.
+        if exact is not None and method in exact:
+            return exact[method], {}
+        found = self._match_pattern(path)
+        if found is not None and (exact is None or method in found[0].routes):
+            return self._pick(found[0].routes, method, path), found[1]
+        if exact is not None:
             return self._pick(exact, method, path), {}
+        raise HttpError(404, f"No route for {method} {path}")
+
+    def _match_pattern(self, path: str) -> tuple[_Pattern, dict[str, str]] | None:
         segments = path.strip("/").split("/")
         for pattern in self._patterns.get(len(segments), ()):
             params: dict[str, str] = {}
             for expected, actual in zip(pattern.segments, segments, strict=True):
                 if expected.startswith("{"):
-                    if not actual:
+                    name = expected[1:-1]
+                    rule = self._constraints.get(name)
+                    if not actual or (rule is not None and not rule.match(actual)):
                         break
-                    params[expected[1:-1]] = actual
+                    params[name] = actual
                 elif expected != actual:
                     break
             else:
-                return self._pick(pattern.routes, method, path), params
-        raise HttpError(404, f"No route for {method} {path}")
-
-    def _has_pattern_for(self, method: str, path: str) -> bool:
-        segments = path.strip("/").split("/")
-        for pattern in self._patterns.get(len(segments), ()):
-            if all(
-                (expected.startswith("{") and actual) or expected == actual
-                for expected, actual in zip(pattern.segments, segments, strict=True)
-            ):
-                return method in pattern.routes
-        return False
+                return pattern, params
+        return None
 
     @staticmethod
     def _pick(routes: dict[str, Route], method: str, path: str) -> Route:

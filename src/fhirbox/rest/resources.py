@@ -54,6 +54,7 @@ class ResourceApi:
         self.base_url = base_url
 
     def add_routes(self, router: Router) -> None:
+        router.constrain("type", TYPE_PATTERN)
         router.add("GET", "/{type}", Route(self.search, "search"))
         router.add("POST", "/{type}", Route(self.create, "create"))
         router.add("GET", "/{type}/{id}", Route(self.read, "read"))
