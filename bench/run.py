@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
+
 from bench import processes, profile, servers
 from bench.load import Load, Measure, run_wrk
 from bench.report import Row, add_ratios, table, write_chart, write_jsonl
@@ -96,6 +98,22 @@ class Bench:
         load: Load | None,
         notes: list[str],
     ) -> None:
+        """Warm up, run the scenario ``--runs`` times and add the median row; a crash is a FAILED row."""
+        try:
+            self._measure(system, backend, scenario, server, load, notes)
+        except RuntimeError as exc:
+            log(f"{system}/{scenario}/{backend} failed: {exc}")
+            self.rows.append(self._failed_row(system, scenario, backend, [*notes, str(exc)[:300]]))
+
+    def _measure(
+        self,
+        system: str,
+        backend: str,
+        scenario: str,
+        server: servers.Server,
+        load: Load | None,
+        notes: list[str],
+    ) -> None:
         args = self.args
         label = f"{system}/{scenario}/{backend}"
         if load is None:
@@ -166,7 +184,10 @@ class Bench:
                 log(f"starting fhirbox ({backend}, signing {variant}) on CPU {self.server_cpu}")
                 server = servers.start_fhirbox(url, variant, self.server_cpu, self.workdir)
                 try:
-                    loads, notes = seed_fhirbox(server.url)
+                    try:
+                        loads, notes = seed_fhirbox(server.url)
+                    except httpx.HTTPError as exc:
+                        loads, notes = {}, {"": [f"seeding failed: {exc!r}"]}
                     for note in (n for group in notes.values() for n in group):
                         log(f"seeding: {note}")
                     for scenario in (s for s in scenarios if s.variant == variant):
