@@ -125,6 +125,36 @@ def stamp(body: dict[str, Any], type_: str, id_: str, version: int, when: str, c
     body["meta"] = meta
 
 
+def next_version(
+    type_: str,
+    id_: str,
+    before: Stored | None,
+    outcome: dict[str, Any] | _Delete | _Unchanged,
+    version: int,
+    when: str,
+) -> Stored | None:
+    """The version a mutation's ``outcome`` writes over ``before``, stamped; None when nothing changes.
+
+    Every backend writes through this, so ``op``, ``meta`` and ``createdAt`` mean the same everywhere.
+    """
+    if outcome is UNCHANGED:
+        return None
+    live = before is not None and not before.deleted
+    op: Op
+    if outcome is DELETE:
+        if before is None or not live:
+            return None
+        body = dict(before.body)
+        op = "delete"
+    else:
+        assert isinstance(outcome, dict)
+        body = outcome
+        op = "update" if live else "create"
+    created_at = before.body.get("meta", {}).get("createdAt", when) if live and before else when
+    stamp(body, type_, id_, version, when, created_at)
+    return Stored(type_, id_, version, op, body)
+
+
 ChangeListener = Callable[[str, str], None]
 
 

@@ -24,8 +24,6 @@ import orjson
 
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
-    DELETE,
-    UNCHANGED,
     Comparison,
     Filter,
     Mutation,
@@ -36,8 +34,8 @@ from fhirbox.storage.base import (
     Store,
     Stored,
     UnstorableValue,
+    next_version,
     now_iso,
-    stamp,
 )
 
 log = logging.getLogger("fhirbox.storage.postgres")
@@ -307,22 +305,9 @@ class PostgresStore(Store):
             "SELECT version, op, body FROM resource WHERE type = $1 AND id = $2 FOR UPDATE", type_, id_
         )
         before = _row_to_stored(type_, id_, row) if row else None
-        outcome = mutation(before)
-        if outcome is UNCHANGED:
+        after = next_version(type_, id_, before, mutation(before), version, now_iso())
+        if after is None:
             return MutationResult(before, before)
-        live = before is not None and not before.deleted
-        if outcome is DELETE:
-            if before is None or not live:
-                return MutationResult(before, before)
-            body = dict(before.body)
-            op = "delete"
-        else:
-            assert isinstance(outcome, dict)
-            body = outcome
-            op = "update" if live else "create"
-        when = now_iso()
-        created_at = before.body.get("meta", {}).get("createdAt", when) if live and before else when
-        stamp(body, type_, id_, version, when, created_at)
         await conn.execute(
             "WITH current AS ("
             " INSERT INTO resource (type, id, version, op, updated, body)"
@@ -336,12 +321,12 @@ class PostgresStore(Store):
             type_,
             id_,
             version,
-            op,
-            when,
-            orjson.dumps(body).decode(),
+            after.op,
+            after.body["meta"]["lastUpdated"],
+            orjson.dumps(after.body).decode(),
             self._channel,
         )
-        return MutationResult(before, Stored(type_, id_, version, op, body))  # type: ignore[arg-type]
+        return MutationResult(before, after)
 
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:
         async with self._connection() as conn, conn.transaction():
