@@ -221,7 +221,10 @@ class Store(ABC):
 
     @abstractmethod
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:
-        """Remove resources (and their history) whose number at ``path`` is below ``below``."""
+        """Remove resources (and their history) whose number at ``path`` is below ``below``.
+
+        ``path`` holds fixed keys (letters, digits, ``_``, ``-``); ``migrations.PURGE_AFTER`` is indexed.
+        """
 
     # -- changes from every process ---------------------------------------------------------------
     def subscribe(self, listener: ChangeListener) -> None:
