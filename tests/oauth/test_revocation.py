@@ -60,14 +60,17 @@ async def test_revoke_endpoint_revokes_access_or_refresh_token(
     assert refreshed.json()["error"] == "invalid_grant"
 
 
-async def test_revoke_by_another_client_changes_nothing(
+async def test_revoke_by_another_client_is_refused_and_changes_nothing(
     client: httpx.AsyncClient, token: dict[str, Any]
 ) -> None:
     await put_client(client, "other", client_body())
     response = await client.post(
         "/auth/revoke", data={"token": token["access_token"]}, headers=form_basic("other", SECRET)
     )
-    assert response.status_code == 200
+    assert response.status_code == 400
+    assert response.json()["error"] == "unauthorized_client"
+    assert response.headers["cache-control"] == "no-store"
+    # still a valid token: authenticated (no policy grants it anything, so 403, not 401)
     assert (await client.get("/Patient", headers=bearer(token["access_token"]))).status_code == 403
 
 

@@ -11,7 +11,7 @@ from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, empty, render
 from fhirbox.oauth.endpoint import authenticate_client, read_oauth_request
-from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError
+from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError, UnauthorizedClient
 from fhirbox.oauth.sessions import SESSION, closed, public_view
 from fhirbox.oauth.tokens import session_id_of, token_hash
 from fhirbox.storage.base import UNCHANGED, Store, Stored
@@ -31,10 +31,7 @@ class Revocation:
             if current is None or current.deleted:
                 return UNCHANGED
             body = current.body
-            if presented is not None and not any(
-                isinstance(body.get(name), str) and hmac.compare_digest(body[name], presented)
-                for name in ("access_token", "refresh_token")
-            ):
+            if presented is not None and not holds(body, presented):
                 return UNCHANGED
             if body.get("active") is not True:
                 return UNCHANGED
@@ -63,9 +60,19 @@ class Revocation:
         except OAuthError as error:
             return error.response()
         session_id = session_id_of(token)
-        if session_id is not None:
-            stored = await self.store.read(SESSION, session_id)
-            # Only the client a token was issued to may revoke it; others learn nothing (RFC 7009 §2.2).
-            if stored is not None and stored.body.get("client", {}).get("id") == client.id:
-                await self.close(session_id, "revoked by POST /auth/revoke", token)
+        stored = await self.store.read(SESSION, session_id) if session_id is not None else None
+        # An unknown or invalid token is not an error (RFC 7009 §2.2): the client cannot act on it.
+        if stored is not None and session_id is not None and holds(stored.body, token_hash(token)):
+            if stored.body.get("client", {}).get("id") != client.id:
+                # RFC 7009 §2.1: only the client a token was issued to may revoke it.
+                return UnauthorizedClient("The token was issued to another client").response()
+            await self.close(session_id, "revoked by POST /auth/revoke", token)
         return empty(200, dict(NO_STORE))
+
+
+def holds(session: dict[str, Any], hashed: str) -> bool:
+    """True when ``hashed`` is the hash of the Session's current access or refresh token."""
+    return any(
+        isinstance(session.get(name), str) and hmac.compare_digest(session[name], hashed)
+        for name in ("access_token", "refresh_token")
+    )
