@@ -5,9 +5,24 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from fhirbox.oauth.endpoint import OAuthRequest
-from fhirbox.storage.base import Stored
+from fhirbox.oauth.sessions import SessionCache
+from fhirbox.oauth.tokens import JwtTokens
+from fhirbox.storage.base import Store, Stored
 
 
 class Grant(Protocol):
     async def __call__(self, client: Stored, request: OAuthRequest) -> dict[str, Any]:
         """The token response for an authenticated ``client``; raises an ``OAuthError`` otherwise."""
+
+
+class IssuingGrant:
+    """What every grant that issues tokens works with."""
+
+    def __init__(
+        self, store: Store, sessions: SessionCache, jwts: JwtTokens, default_expiration: int, retention: int
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.jwts = jwts
+        self.default_expiration = default_expiration
+        self.retention = retention

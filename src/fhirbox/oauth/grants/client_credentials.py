@@ -8,10 +8,11 @@ from typing import Any
 from fhirbox.oauth.clients import ClientCredentialsSettings
 from fhirbox.oauth.endpoint import OAuthRequest
 from fhirbox.oauth.errors import InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from fhirbox.oauth.grants import IssuingGrant
 from fhirbox.oauth.issuance import issue_tokens, token_response
-from fhirbox.oauth.sessions import SESSION, SessionCache, new_session
-from fhirbox.oauth.tokens import JwtTokens, new_session_id
-from fhirbox.storage.base import Store, Stored
+from fhirbox.oauth.sessions import SESSION, new_session
+from fhirbox.oauth.tokens import new_session_id
+from fhirbox.storage.base import Stored
 
 
 def granted_scope(allowed: tuple[str, ...] | None, requested: str | None) -> list[str] | None:
@@ -42,16 +43,7 @@ def requested_audience(request: OAuthRequest, config: ClientCredentialsSettings)
     return value
 
 
-class ClientCredentialsGrant:
-    def __init__(
-        self, store: Store, sessions: SessionCache, jwts: JwtTokens, default_expiration: int, retention: int
-    ) -> None:
-        self.store = store
-        self.sessions = sessions
-        self.jwts = jwts
-        self.default_expiration = default_expiration
-        self.retention = retention
-
+class ClientCredentialsGrant(IssuingGrant):
     async def __call__(self, client: Stored, request: OAuthRequest) -> dict[str, Any]:
         if "client_credentials" not in client.body.get("grant_types", ()):
             raise UnauthorizedClient("This client may not use the client_credentials grant")

@@ -14,10 +14,11 @@ from typing import Any
 from fhirbox.oauth.clients import ClientCredentialsSettings
 from fhirbox.oauth.endpoint import OAuthRequest
 from fhirbox.oauth.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
+from fhirbox.oauth.grants import IssuingGrant
 from fhirbox.oauth.issuance import issue_tokens, token_response
-from fhirbox.oauth.sessions import REFRESH_HISTORY, SESSION, SessionCache, closed, purge_time
-from fhirbox.oauth.tokens import JwtTokens, session_id_of, token_hash
-from fhirbox.storage.base import Store, Stored
+from fhirbox.oauth.sessions import REFRESH_HISTORY, SESSION, closed, purge_time
+from fhirbox.oauth.tokens import session_id_of, token_hash
+from fhirbox.storage.base import Stored
 
 
 class _Reused(Exception):
@@ -33,16 +34,7 @@ def _was_rotated(body: dict[str, Any], presented: str) -> bool:
     return any(hmac.compare_digest(old, presented) for old in body.get("refresh_token_history", ()))
 
 
-class RefreshTokenGrant:
-    def __init__(
-        self, store: Store, sessions: SessionCache, jwts: JwtTokens, default_expiration: int, retention: int
-    ) -> None:
-        self.store = store
-        self.sessions = sessions
-        self.jwts = jwts
-        self.default_expiration = default_expiration
-        self.retention = retention
-
+class RefreshTokenGrant(IssuingGrant):
     async def __call__(self, client: Stored, request: OAuthRequest) -> dict[str, Any]:
         token = request.get("refresh_token")
         if token is None:
