@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.oauth.support import SECRET, bearer, client_body, eventually, form_basic, get_token, put_client
 from tests.support import ROOT
@@ -17,15 +16,6 @@ async def refresh(http: httpx.AsyncClient, client_id: str, token: str) -> httpx.
         data={"grant_type": "refresh_token", "refresh_token": token},
         headers=form_basic(client_id, SECRET),
     )
-
-
-@pytest.fixture(params=["jwt", "opaque"])
-async def refreshing(client: httpx.AsyncClient, request: pytest.FixtureRequest) -> dict[str, Any]:
-    settings: dict[str, Any] = {"refresh_token": True}
-    if request.param == "jwt":
-        settings["token_format"] = "jwt"
-    await put_client(client, "api-client", client_body(**settings))
-    return await get_token(client, "api-client")
 
 
 async def session_of(http: httpx.AsyncClient) -> dict[str, Any]:

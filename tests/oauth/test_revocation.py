@@ -8,23 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.oauth.support import SECRET, bearer, client_body, form_basic, get_token, put_client
+from tests.oauth.support import SECRET, bearer, client_body, form_basic, put_client
 from tests.support import ROOT, ServerProcess, wait_until
 
 
-@pytest.fixture(params=["jwt", "opaque"])
-async def token(client: httpx.AsyncClient, request: pytest.FixtureRequest) -> dict[str, Any]:
-    settings: dict[str, Any] = {"refresh_token": True}
-    if request.param == "jwt":
-        settings["token_format"] = "jwt"
-    await put_client(client, "api-client", client_body(**settings))
-    return await get_token(client, "api-client")
-
-
 async def test_delete_session_closes_it_and_the_token_fails_at_once(
-    client: httpx.AsyncClient, token: dict[str, Any]
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
 ) -> None:
-    access = token["access_token"]
+    access = refreshing["access_token"]
     assert (await client.get("/Patient", headers=bearer(access))).status_code == 403
     response = await client.delete("/Session", headers=bearer(access))
     assert response.status_code == 200
@@ -45,37 +36,37 @@ async def test_delete_session_needs_a_bearer_token(client: httpx.AsyncClient) ->
 
 @pytest.mark.parametrize("which", ["access_token", "refresh_token"])
 async def test_revoke_endpoint_revokes_access_or_refresh_token(
-    client: httpx.AsyncClient, token: dict[str, Any], which: str
+    client: httpx.AsyncClient, refreshing: dict[str, Any], which: str
 ) -> None:
     response = await client.post(
-        "/auth/revoke", data={"token": token[which]}, headers=form_basic("api-client", SECRET)
+        "/auth/revoke", data={"token": refreshing[which]}, headers=form_basic("api-client", SECRET)
     )
     assert response.status_code == 200
-    assert (await client.get("/Patient", headers=bearer(token["access_token"]))).status_code == 401
+    assert (await client.get("/Patient", headers=bearer(refreshing["access_token"]))).status_code == 401
     refreshed = await client.post(
         "/auth/token",
-        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        data={"grant_type": "refresh_token", "refresh_token": refreshing["refresh_token"]},
         headers=form_basic("api-client", SECRET),
     )
     assert refreshed.json()["error"] == "invalid_grant"
 
 
 async def test_revoke_by_another_client_is_refused_and_changes_nothing(
-    client: httpx.AsyncClient, token: dict[str, Any]
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
 ) -> None:
     await put_client(client, "other", client_body())
     response = await client.post(
-        "/auth/revoke", data={"token": token["access_token"]}, headers=form_basic("other", SECRET)
+        "/auth/revoke", data={"token": refreshing["access_token"]}, headers=form_basic("other", SECRET)
     )
     assert response.status_code == 400
     assert response.json()["error"] == "unauthorized_client"
     assert response.headers["cache-control"] == "no-store"
     # still a valid token: authenticated (no policy grants it anything, so 403, not 401)
-    assert (await client.get("/Patient", headers=bearer(token["access_token"]))).status_code == 403
+    assert (await client.get("/Patient", headers=bearer(refreshing["access_token"]))).status_code == 403
 
 
 async def test_revoke_answers_200_for_unknown_tokens_and_errors_for_bad_requests(
-    client: httpx.AsyncClient, token: dict[str, Any]
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
 ) -> None:
     ok = await client.post("/auth/revoke", data={"token": "x.y"}, headers=form_basic("api-client", SECRET))
     assert ok.status_code == 200
