@@ -80,12 +80,7 @@ def start_fhirbox(database_url: str, alg: str, cpu: int, workdir: Path) -> Serve
         "--host", "127.0.0.1", "--port", str(port), "--database", database_url, "--workers", "1",
     ]  # fmt: skip
     proc = processes.start(command, cpu, log, env=env, cwd=workdir)
-    try:
-        processes.wait_healthy(proc, f"{url}/health", log)
-    except BaseException:
-        processes.stop(proc)
-        raise
-    return Server(proc, url, log)
+    return _healthy(proc, url, "/health", log)
 
 
 def start_peer(script: Path, cpu: int, workdir: Path) -> Server:
@@ -95,8 +90,13 @@ def start_peer(script: Path, cpu: int, workdir: Path) -> Server:
     log = workdir / f"peer-{port}.log"
     env = {**os.environ, "PEER_PORT": str(port), "NODE_ENV": "production"}
     proc = processes.start(["node", str(script)], cpu, log, env=env, cwd=script.parent)
+    return _healthy(proc, url, "/.well-known/openid-configuration", log)
+
+
+def _healthy(proc: subprocess.Popen[bytes], url: str, health_path: str, log: Path) -> Server:
+    """The started server once ``health_path`` answers; stopped again if it never does."""
     try:
-        processes.wait_healthy(proc, f"{url}/.well-known/openid-configuration", log)
+        processes.wait_healthy(proc, f"{url}{health_path}", log)
     except BaseException:
         processes.stop(proc)
         raise
