@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhirbox.app import App
+from fhirbox.app import App, create_app
 from fhirbox.settings import Settings
 from tests.support import ROOT, ROOT_SECRET, ServerProcess, postgres_base_url, postgres_schema_url
 
@@ -48,7 +48,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[App]:
     """The application in process, started and stopped around the test."""
-    application = App(settings)
+    application = create_app(settings)
     await application.startup()
     try:
         yield application

@@ -115,7 +115,7 @@ async def test_internal_error_is_a_500_outcome_with_the_request_id_in_the_log(
     async def broken(request: Request, principal: Principal | None) -> Response:
         raise RuntimeError("secret internal detail")
 
-    app.router.add("GET", "/_test/broken", Route(broken, "broken"))
+    app.router.add("GET", "/_test/broken", Route(broken))
     with caplog.at_level(logging.ERROR, logger="fhirbox.request"):
         response = await root.get("/_test/broken")
     body = assert_outcome(response, 500, "exception")
@@ -131,7 +131,7 @@ async def test_internal_errors_render_in_yaml_when_asked(app: App, root: httpx.A
     async def broken(request: Request, principal: Principal | None) -> Response:
         raise ValueError("boom")
 
-    app.router.add("GET", "/_test/broken", Route(broken, "broken"))
+    app.router.add("GET", "/_test/broken", Route(broken))
     response = await root.get("/_test/broken", headers={"Accept": "text/yaml"})
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("text/yaml")

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fhirbox.app import App
+from fhirbox.app import create_app
 from fhirbox.settings import Settings
 from fhirbox.storage import migrations, open_store
 from fhirbox.storage.base import Stored
@@ -63,7 +63,7 @@ async def test_a_new_migration_is_applied_on_start_without_losing_data(
     # The next version of fhirbox: one more step, as a release would append it.
     upgraded = (*current, (latest + 1, ("CREATE INDEX resource_test_upgrade ON resource (type, version)",)))
     monkeypatch.setattr(migrations, steps_name(settings), upgraded)
-    app = App(settings)
+    app = create_app(settings)
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app)

@@ -1,21 +1,41 @@
-"""Assembles fhirbox: the store, the request pipeline, the REST API and the features that extend it."""
+"""Assembles fhirbox: every component is built here, with what it depends on passed in.
+
+Read ``create_app`` top to bottom to see the whole server: the store; who is calling (Basic and
+Bearer authentication); what they may do (AccessPolicies); the rules of the server's own resource
+types; the OAuth endpoints; the routes; the request pipeline; what runs at start and stop.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fhirbox.auth.authenticate import Authenticator
-from fhirbox.auth.basic import install_basic
-from fhirbox.auth.clients import ClientCheck, ClientDirectory, install_client_rules
-from fhirbox.auth.principal import Principal
-from fhirbox.auth.root import ensure_root_client
+from fhirbox.auth.basic import BasicAuth
+from fhirbox.auth.client_directory import ClientDirectory, prepare_client_write
+from fhirbox.auth.root import RootClient
 from fhirbox.auth.secrets import SecretVerifier
-from fhirbox.http.request import Receive, Request, Scope, Send
-from fhirbox.http.responses import Response, json_response
+from fhirbox.clock import Clock, system_clock
+from fhirbox.health import Health
+from fhirbox.http.request import Receive, Scope, Send
 from fhirbox.http.routing import Route, Router
-from fhirbox.pipeline import Pipeline, RootOnly
+from fhirbox.models import client, session
+from fhirbox.oauth.bearer import BearerAuth
+from fhirbox.oauth.discovery import Discovery
+from fhirbox.oauth.grants import Grant
+from fhirbox.oauth.grants.client_credentials import ClientCredentialsGrant
+from fhirbox.oauth.grants.refresh_token import RefreshTokenGrant
+from fhirbox.oauth.keys import KEY_TYPE, KeyRing
+from fhirbox.oauth.revocation import Revocation
+from fhirbox.oauth.sessions import SessionCache, SessionPurge
+from fhirbox.oauth.token_endpoint import TokenEndpoint
+from fhirbox.oauth.token_formats import JwtTokens
+from fhirbox.pipeline import Pipeline
+from fhirbox.policy.authorizer import PolicyAuthorizer
+from fhirbox.policy.cache import PolicyCache
+from fhirbox.policy.compile import ACCESS_POLICY, check_access_policy
+from fhirbox.policy.tester import PolicyTester
 from fhirbox.rest.resources import ResourceApi
 from fhirbox.rest.rules import ResourceRules
 from fhirbox.settings import Settings
@@ -27,47 +47,118 @@ log = logging.getLogger("fhirbox")
 Hook = Callable[[], Awaitable[None]]
 
 
-class App:
-    """The ASGI application. Features add routes, schemes, rules and start/stop hooks to it."""
+def create_app(
+    settings: Settings | None = None, *, store: Store | None = None, clock: Clock = system_clock
+) -> App:
+    """The whole server, configured by ``settings`` (the environment when None: uvicorn's factory)."""
+    settings = settings if settings is not None else Settings.from_env()
+    store = store if store is not None else open_store(settings.database_url)
+    base_url = settings.public_base_url
+    expiration, retention = settings.access_token_expiration, settings.session_retention
+    root = RootClient(store, settings.root_client_id, settings.root_client_secret)
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    # Who is calling: Basic client credentials, or a Bearer token of one of the client's Sessions.
+    clients = ClientDirectory(store, SecretVerifier())
+    keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration)
+    jwts = JwtTokens(keys, base_url)
+    sessions = SessionCache(store)
+    authenticator = Authenticator(
+        [
+            BasicAuth(clients, settings.root_client_id),
+            BearerAuth(clients, sessions, jwts, settings.root_client_id, clock),
+        ]
+    )
+
+    # What they may do: the root client everything, any other client what an AccessPolicy allows.
+    policies = PolicyCache(store)
+    authorizer = PolicyAuthorizer(policies)
+
+    # The server's own resource types, as the REST API writes and shows them.
+    rules = ResourceRules()
+    rules.on_write(client.CLIENT, prepare_client_write)
+    rules.hide_fields(client.CLIENT, *client.HIDDEN_FIELDS)
+    rules.hide_fields(session.SESSION, *session.HIDDEN_FIELDS)
+    rules.on_write(ACCESS_POLICY, check_access_policy)
+    rules.hide_type(KEY_TYPE)
+
+    # The OAuth authorization server.
+    grants: dict[str, Grant] = {
+        "client_credentials": ClientCredentialsGrant(
+            store, sessions, jwts, default_expiration=expiration, retention=retention, clock=clock
+        ),
+        "refresh_token": RefreshTokenGrant(
+            store, sessions, jwts, default_expiration=expiration, retention=retention, clock=clock
+        ),
+    }
+    token = TokenEndpoint(clients, grants)
+    revocation = Revocation(store, clients, retention, clock)
+    discovery = Discovery(keys, base_url, grant_types=list(grants))
+    purge = SessionPurge(store, retention, clock)
+
+    # Every route and the access it needs (Route.access; "policy" unless said).
+    health = Health(store)
+    router = Router()
+    router.add("GET", "/health", Route(health.health, "public"))
+    router.add("GET", "/ready", Route(health.ready, "public"))
+    router.add("POST", "/auth/token", Route(token.handle, "public"))
+    router.add("POST", "/auth/revoke", Route(revocation.revoke, "public"))
+    router.add("DELETE", "/Session", Route(revocation.delete_session, "authenticated"))
+    router.add("POST", "/auth/test-policy", Route(PolicyTester(store).handle, "root"))
+    router.add("GET", "/.well-known/jwks.json", Route(discovery.jwks, "public"))
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        router.add("GET", path, Route(discovery.authorization_server, "public"))
+    ResourceApi(store, rules, base_url).add_routes(router)
+
+    pipeline = Pipeline(
+        router,
+        authenticator,
+        authorizer,
+        max_body_bytes=settings.max_body_bytes,
+        max_depth=settings.max_depth,
+    )
+    return App(
+        settings,
+        store,
+        pipeline,
+        authorizer=authorizer,
+        root=root,
+        on_start=[root.ensure, keys.start, purge.start, policies.refresh],
+        on_stop=[purge.stop],
+    )
+
+
+class App:
+    """The assembled server as an ASGI application: HTTP to the pipeline, lifespan to the hooks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        pipeline: Pipeline,
+        *,
+        authorizer: PolicyAuthorizer,
+        root: RootClient,
+        on_start: Sequence[Hook],
+        on_stop: Sequence[Hook],
+    ) -> None:
         self.settings = settings
         self.base_url = settings.public_base_url
-        self.store = store if store is not None else open_store(settings.database_url)
-        self.rules = ResourceRules()
-        self.router = Router()
-        self.authenticator = Authenticator()
-        self.verifier = SecretVerifier()
-        self.clients = ClientDirectory(self.store, self.verifier)
-        self.client_checks: list[ClientCheck] = []
-        self.on_start: list[Hook] = []
-        self.on_stop: list[Hook] = []
-        self.generated_root_secret: str | None = None
-        self.pipeline = Pipeline(
-            self.router, self.authenticator, RootOnly(), settings.max_body_bytes, settings.max_depth
-        )
-        install_client_rules(self.rules, self.client_checks)
-        install_basic(self.authenticator, self.clients, settings.root_client_id)
-        self.router.add("GET", "/health", Route(self.health, "health", public=True))
-        self.router.add("GET", "/ready", Route(self.ready, "ready", public=True))
-        self.resources = ResourceApi(self.store, self.rules, self.base_url)
-        self.resources.add_routes(self.router)
-        self._install_features()
+        self.store = store
+        self.pipeline = pipeline
+        self.router = pipeline.router
+        self.authorizer = authorizer
+        self.root = root
+        self.on_start = list(on_start)
+        self.on_stop = list(on_stop)
 
-    def _install_features(self) -> None:
-        """Each feature module registers what it needs; see their ``install`` functions."""
-        import importlib
-
-        for module_name in ("fhirbox.oauth", "fhirbox.policy"):
-            feature = importlib.import_module(module_name)
-            install = getattr(feature, "install", None)
-            if install is not None:
-                install(self)
+    @property
+    def generated_root_secret(self) -> str | None:
+        """The root client's secret when this start generated it (to be shown once), else None."""
+        return self.root.generated_secret
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def startup(self) -> None:
         await self.store.open()
-        self.generated_root_secret = await ensure_root_client(self.store, self.settings)
         for hook in self.on_start:
             await hook()
         self.store.start_change_feed(self.settings.change_poll_interval)
@@ -79,15 +170,6 @@ class App:
             except Exception:
                 log.exception("shutdown hook failed")
         await self.store.close()
-
-    # -- built-in routes -------------------------------------------------------------------------
-    async def health(self, request: Request, principal: Principal | None) -> Response:
-        return json_response(200, {"status": "pass"})
-
-    async def ready(self, request: Request, principal: Principal | None) -> Response:
-        if await self.store.ping():
-            return json_response(200, {"status": "pass"})
-        return json_response(503, {"status": "fail", "detail": "database does not answer"})
 
     # -- ASGI ------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,8 +195,3 @@ class App:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def create_app() -> App:
-    """The application configured from the environment (uvicorn's factory)."""
-    return App(Settings.from_env())

@@ -51,13 +51,13 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     """Start the HTTP server. Flags win over the environment; SIGTERM or Ctrl-C stop it cleanly."""
     import uvicorn
 
-    from fhirbox.app import App
+    from fhirbox.app import create_app
 
     settings = load_settings(host=host, port=port, database_url=database_url, workers=workers)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = App(settings)
+    app = create_app(settings)
 
     async def prepare() -> str | None:
         await app.startup()

@@ -1,6 +1,6 @@
 """The one request pipeline: route, authenticate, authorize, handle, and turn every failure into an
-OperationOutcome. Features extend it by registering routes, authentication schemes and an authorizer;
-no route repeats these checks."""
+OperationOutcome. It is given its router, authenticator and authorizer when the app is assembled;
+each route declares the access it needs (``Route.access``) and no handler repeats these checks."""
 
 from __future__ import annotations
 
@@ -25,14 +25,6 @@ class Authorizer(Protocol):
         """Return when ``principal`` may make ``request``; raise a 403 ``HttpError`` otherwise."""
 
 
-class RootOnly:
-    """Until policies decide, only the root client may act."""
-
-    async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
-        if not principal.is_root:
-            raise HttpError(403, "Forbidden")
-
-
 class RequestIds:
     """Cheap unique request ids: a random per-process prefix and a counter."""
 
@@ -50,6 +42,7 @@ class Pipeline:
         router: Router,
         authenticator: Authenticator,
         authorizer: Authorizer,
+        *,
         max_body_bytes: int,
         max_depth: int,
     ) -> None:
@@ -85,9 +78,11 @@ class Pipeline:
     async def respond(self, request: Request) -> Response:
         route, params = self.router.match(request.method, request.path)
         request.path_params = params
-        if route.public:
+        if route.access == "public":
             return await route.handler(request, None)
         principal = await self.authenticator.authenticate(request)
-        if route.authorize:
+        if route.access == "policy":
             await self.authorizer.authorize(request, principal, route)
+        elif route.access == "root" and not principal.is_root:
+            raise HttpError(403, "Forbidden")
         return await route.handler(request, principal)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fhirbox.app import App
 from fhirbox.oauth.keys import KeyRing
-from fhirbox.oauth.tokens import InvalidToken, JwtTokens
+from fhirbox.oauth.token_formats import InvalidToken, JwtTokens
 from tests.oauth.support import SECRET, bearer, client_body, eventually, get_token, put_client
 from tests.support import ROOT
 

@@ -2,46 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from typing import Protocol
 
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 
-SchemeVerifier = Callable[[str, Request], Awaitable[Principal]]
+REALM = "fhirbox"
+
+
+class Scheme(Protocol):
+    """One ``Authorization`` scheme (``basic``, ``bearer``): verifies its credentials."""
+
+    name: str
+    challenge: str
+
+    async def verify(self, credentials: str, request: Request) -> Principal:
+        """The principal the credentials prove, or a 401 ``HttpError`` (see ``unauthorized``)."""
+
+
+def unauthorized(diagnostics: str, challenge: str) -> HttpError:
+    """A 401 with ``WWW-Authenticate: challenge``."""
+    return HttpError(401, diagnostics, headers={"WWW-Authenticate": challenge})
 
 
 class Authenticator:
     """Turns an ``Authorization`` header into a ``Principal`` or a 401 with ``WWW-Authenticate``.
 
-    Features register schemes (``basic`` here, ``bearer`` by the OAuth module); nothing else in the
-    server reads credentials of API calls.
+    It is given every scheme the server accepts; nothing else in the server reads the credentials
+    of API calls.
     """
 
-    def __init__(self, realm: str = "fhirbox") -> None:
-        self.realm = realm
-        self._schemes: dict[str, SchemeVerifier] = {}
-        self._challenges: list[str] = []
-
-    def register(self, scheme: str, verifier: SchemeVerifier, challenge: str) -> None:
-        self._schemes[scheme.lower()] = verifier
-        self._challenges.append(challenge)
-
-    def challenge(self) -> dict[str, str]:
-        return {"WWW-Authenticate": ", ".join(self._challenges)}
-
-    def unauthorized(self, diagnostics: str, challenge: str | None = None) -> HttpError:
-        headers = {"WWW-Authenticate": challenge} if challenge else self.challenge()
-        return HttpError(401, diagnostics, headers=headers)
+    def __init__(self, schemes: Sequence[Scheme]) -> None:
+        self._schemes = {scheme.name.lower(): scheme for scheme in schemes}
+        self._challenge = ", ".join(scheme.challenge for scheme in schemes)
 
     async def authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
         if not header:
-            raise self.unauthorized(
-                "Authentication required: send Basic client credentials or a Bearer token"
+            raise unauthorized(
+                "Authentication required: send Basic client credentials or a Bearer token", self._challenge
             )
-        scheme, _, credentials = header.strip().partition(" ")
-        verifier = self._schemes.get(scheme.lower())
-        if verifier is None:
-            raise self.unauthorized(f"Unsupported authorization scheme {scheme!r}")
-        return await verifier(credentials.strip(), request)
+        name, _, credentials = header.strip().partition(" ")
+        scheme = self._schemes.get(name.lower())
+        if scheme is None:
+            raise unauthorized(f"Unsupported authorization scheme {name!r}", self._challenge)
+        return await scheme.verify(credentials.strip(), request)

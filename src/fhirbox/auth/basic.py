@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from fhirbox.auth.authenticate import Authenticator
-from fhirbox.auth.clients import ClientDirectory
+from fhirbox.auth.authenticate import REALM, unauthorized
+from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
 from fhirbox.http.request import Request
 
@@ -23,23 +23,28 @@ def decode_basic(credentials: str) -> tuple[str, str] | None:
     return client_id, secret
 
 
-def install_basic(authenticator: Authenticator, clients: ClientDirectory, root_client_id: str) -> None:
-    """Let the root client, and Clients with ``basic`` in ``grant_types``, call the API with Basic."""
-    challenge = f'Basic realm="{authenticator.realm}"'
+class BasicAuth:
+    """The root client, and Clients with ``basic`` in ``grant_types``, may call the API with Basic."""
 
-    async def verify(credentials: str, request: Request) -> Principal:
+    name = "basic"
+    challenge = f'Basic realm="{REALM}"'
+
+    def __init__(self, clients: ClientDirectory, root_client_id: str) -> None:
+        self.clients = clients
+        self.root_client_id = root_client_id
+
+    async def verify(self, credentials: str, request: Request) -> Principal:
         pair = decode_basic(credentials)
         if pair is None:
-            raise authenticator.unauthorized("Malformed Basic credentials", challenge)
+            raise unauthorized("Malformed Basic credentials", self.challenge)
         client_id, secret = pair
-        client = await clients.authenticate(client_id, secret)
+        client = await self.clients.authenticate(client_id, secret)
         if client is None:
-            raise authenticator.unauthorized("Invalid client credentials", challenge)
-        is_root = client_id == root_client_id
-        if not is_root and "basic" not in client.body.get("grant_types", ()):
-            raise authenticator.unauthorized(
-                "This client may not use Basic authentication: add 'basic' to its grant_types", challenge
+            raise unauthorized("Invalid client credentials", self.challenge)
+        is_root = client_id == self.root_client_id
+        if not is_root and not client.allows_grant("basic"):
+            raise unauthorized(
+                "This client may not use Basic authentication: add 'basic' to its grant_types",
+                self.challenge,
             )
         return Principal(client_id=client_id, client=client.body, is_root=is_root)
-
-    authenticator.register("basic", verify, challenge)

@@ -6,30 +6,26 @@ import asyncio
 import secrets
 from typing import Any
 
-from fhirbox.auth.clients import CLIENT
 from fhirbox.auth.secrets import hash_secret, verify_secret
-from fhirbox.settings import Settings
+from fhirbox.models.client import CLIENT, Client
 from fhirbox.storage.base import Store, Stored
 
 ROOT_GRANT_TYPES = ["basic", "client_credentials"]
 
 
-async def ensure_root_client(store: Store, settings: Settings) -> str | None:
+async def ensure_root_client(store: Store, client_id: str, secret: str | None) -> str | None:
     """Create or update the root Client. Returns the secret when one was generated (first start)."""
-    client_id = settings.root_client_id
     current = await store.read(CLIENT, client_id)
-    live = current is not None and not current.deleted
-    stored_hash = current.body.get("secret") if live and current is not None else None
-    secret = settings.root_client_secret
+    root = Client(current) if current is not None and _is_root_shaped(Client(current)) else None
     generated = None
     if secret is None:
-        if isinstance(stored_hash, str) and _is_root_shaped(current):
+        if root is not None and root.secret_hash is not None:
             return None
         secret = generated = secrets.token_urlsafe(24)
     elif (
-        isinstance(stored_hash, str)
-        and _is_root_shaped(current)
-        and await asyncio.to_thread(verify_secret, secret, stored_hash)
+        root is not None
+        and root.secret_hash is not None
+        and await asyncio.to_thread(verify_secret, secret, root.secret_hash)
     ):
         return None
     hashed = await asyncio.to_thread(hash_secret, secret)
@@ -46,8 +42,18 @@ async def ensure_root_client(store: Store, settings: Settings) -> str | None:
     return generated
 
 
-def _is_root_shaped(current: Stored | None) -> bool:
-    if current is None:
-        return False
-    grants = current.body.get("grant_types") or []
-    return current.body.get("active", True) is not False and all(g in grants for g in ROOT_GRANT_TYPES)
+def _is_root_shaped(client: Client) -> bool:
+    return client.is_active and all(client.allows_grant(g) for g in ROOT_GRANT_TYPES)
+
+
+class RootClient:
+    """The root Client as a start-up step; remembers a secret it generated, to be shown once."""
+
+    def __init__(self, store: Store, client_id: str, secret: str | None) -> None:
+        self.store = store
+        self.client_id = client_id
+        self.secret = secret
+        self.generated_secret: str | None = None
+
+    async def ensure(self) -> None:
+        self.generated_secret = await ensure_root_client(self.store, self.client_id, self.secret)

@@ -49,19 +49,3 @@ def operation_outcome(code: str, diagnostics: str, severity: str = "fatal") -> d
         "text": {"status": "generated", "div": diagnostics},
         "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
     }
-
-
-def bad_request(diagnostics: str) -> HttpError:
-    return HttpError(400, diagnostics)
-
-
-def not_found(diagnostics: str) -> HttpError:
-    return HttpError(404, diagnostics)
-
-
-def unprocessable(diagnostics: str) -> HttpError:
-    return HttpError(422, diagnostics)
-
-
-def forbidden() -> HttpError:
-    return HttpError(403, "Forbidden")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from fhirbox.http.errors import HttpError
 
@@ -17,18 +17,22 @@ if TYPE_CHECKING:
 Handler = Callable[["Request", "Principal | None"], Awaitable["Response"]]
 
 
+Access = Literal["public", "authenticated", "policy", "root"]
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A handler and what the pipeline must do before calling it.
+    """A handler and what the pipeline must establish before calling it (``access``):
 
-    ``public`` routes skip authentication (health, discovery, the token endpoint, which
-    authenticates clients itself); ``authorize=False`` routes need a principal but no policy.
+    - ``public``: nothing (health, discovery, and the token and revocation endpoints, which
+      authenticate clients by the OAuth rules themselves);
+    - ``authenticated``: a principal, whatever the policies say (``DELETE /Session`` on one's own token);
+    - ``policy``: a principal that an AccessPolicy allows (every resource route);
+    - ``root``: the root client only (``/auth/test-policy`` reads any Client and policy).
     """
 
     handler: Handler
-    operation: str
-    public: bool = False
-    authorize: bool = True
+    access: Access = "policy"
 
 
 @dataclass(slots=True)

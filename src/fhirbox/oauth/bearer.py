@@ -7,71 +7,75 @@ closed Session stops its tokens at once, JWTs included. Sessions come from the i
 
 from __future__ import annotations
 
-import hmac
-import time
-
-from fhirbox.auth.authenticate import Authenticator
-from fhirbox.auth.clients import ClientDirectory
+from fhirbox.auth.authenticate import REALM, unauthorized
+from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
+from fhirbox.clock import Clock
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.oauth.sessions import SessionCache
-from fhirbox.oauth.tokens import InvalidToken, JwtTokens, is_jwt, session_id_of, token_hash
+from fhirbox.oauth.token_formats import InvalidToken, JwtTokens, is_jwt, session_id_of, token_hash
 
 
-def _challenge(realm: str, description: str) -> str:
+def invalid_token(description: str) -> HttpError:
+    """RFC 6750 §3.1: 401 with ``error="invalid_token"`` in the challenge."""
     safe = description.replace('"', "'")
-    return f'Bearer realm="{realm}", error="invalid_token", error_description="{safe}"'
+    challenge = f'Bearer realm="{REALM}", error="invalid_token", error_description="{safe}"'
+    return unauthorized(description, challenge)
 
 
-def install_bearer(
-    authenticator: Authenticator,
-    clients: ClientDirectory,
-    sessions: SessionCache,
-    jwts: JwtTokens,
-    root_client_id: str,
-) -> None:
-    """Register the ``bearer`` scheme: a token of an active Session authenticates its client."""
-    realm = authenticator.realm
+class BearerAuth:
+    """A token of an active Session authenticates the Session's client."""
 
-    def invalid(description: str) -> HttpError:
-        return authenticator.unauthorized(description, _challenge(realm, description))
+    name = "bearer"
+    challenge = f'Bearer realm="{REALM}"'
 
-    async def verify(credentials: str, request: Request) -> Principal:
+    def __init__(
+        self,
+        clients: ClientDirectory,
+        sessions: SessionCache,
+        jwts: JwtTokens,
+        root_client_id: str,
+        clock: Clock,
+    ) -> None:
+        self.clients = clients
+        self.sessions = sessions
+        self.jwts = jwts
+        self.root_client_id = root_client_id
+        self.clock = clock
+
+    async def verify(self, credentials: str, request: Request) -> Principal:
         token = credentials
         session_id = session_id_of(token) if token else None
-        entry = await sessions.get(session_id) if session_id else None
+        entry = await self.sessions.get(session_id) if session_id else None
         if entry is None:
-            raise invalid("Unknown access token")
-        session = entry.body
+            raise invalid_token("Unknown access token")
+        session = entry.session
         hashed = token_hash(token)
-        stored_hash = session.get("access_token")
-        if not isinstance(stored_hash, str) or not hmac.compare_digest(stored_hash, hashed):
-            raise invalid("Unknown access token")
-        if session.get("active") is not True:
-            raise invalid("The session of this token was closed")
-        if session.get("exp", 0) <= time.time():
-            raise invalid("Access token expired")
+        if not session.holds_access(hashed):
+            raise invalid_token("Unknown access token")
+        if not session.active:
+            raise invalid_token("The session of this token was closed")
+        if session.access_expired(self.clock()):
+            raise invalid_token("Access token expired")
         claims = None
         if is_jwt(token):
             if entry.verified_hash != hashed:
                 try:
-                    entry.claims = await jwts.verify_access_token(token)
+                    entry.claims = await self.jwts.verify_access_token(token)
                 except InvalidToken as exc:
-                    raise invalid(str(exc)) from None
+                    raise invalid_token(str(exc)) from None
                 entry.verified_hash = hashed
             claims = entry.claims
-        client_id = session.get("client", {}).get("id")
-        client = await clients.get(client_id) if isinstance(client_id, str) else None
+        client_id = session.client_id
+        client = await self.clients.get(client_id) if client_id is not None else None
         if client is None:
-            raise invalid("The client of this token is inactive or deleted")
+            raise invalid_token("The client of this token is inactive or deleted")
         return Principal(
             client_id=client.id,
             client=client.body,
-            is_root=client.id == root_client_id,
+            is_root=client.id == self.root_client_id,
             session=entry.public(),
             jwt=claims,
-            scope=tuple(session.get("scope", ())),
+            scope=tuple(session.scope or ()),
         )
-
-    authenticator.register("bearer", verify, f'Bearer realm="{realm}"')

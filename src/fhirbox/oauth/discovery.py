@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fhirbox.auth.principal import Principal
@@ -10,13 +11,14 @@ from fhirbox.http.responses import Response, json_response
 from fhirbox.oauth.keys import KeyRing
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-GRANT_TYPES = ["client_credentials", "refresh_token"]
 
 
 class Discovery:
-    def __init__(self, keys: KeyRing, base_url: str) -> None:
+    def __init__(self, keys: KeyRing, base_url: str, grant_types: Sequence[str]) -> None:
+        """``grant_types``: those the token endpoint serves."""
         self.keys = keys
         self.base_url = base_url
+        self.grant_types = list(grant_types)
 
     def metadata(self) -> dict[str, Any]:
         base = self.base_url
@@ -26,7 +28,7 @@ class Discovery:
             "token_endpoint": f"{base}/auth/token",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "revocation_endpoint": f"{base}/auth/revoke",
-            "grant_types_supported": GRANT_TYPES,
+            "grant_types_supported": self.grant_types,
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
             "response_types_supported": ["token"],

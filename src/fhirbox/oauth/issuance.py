@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fhirbox.oauth.clients import ClientCredentialsSettings
-from fhirbox.oauth.tokens import JwtTokens, opaque_token, token_hash
+from fhirbox.models.client import ClientCredentialsSettings
+from fhirbox.models.session import TokenHashes
+from fhirbox.oauth.token_formats import JwtTokens, opaque_token, token_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,13 +17,12 @@ class IssuedTokens:
     refresh_token: str | None
     refresh_expires_at: int | None
 
-    @property
-    def access_hash(self) -> str:
-        return token_hash(self.access_token)
-
-    @property
-    def refresh_hash(self) -> str | None:
-        return token_hash(self.refresh_token) if self.refresh_token is not None else None
+    def hashes(self) -> TokenHashes:
+        """What the Session keeps of these tokens."""
+        refresh_hash = token_hash(self.refresh_token) if self.refresh_token is not None else None
+        return TokenHashes(
+            token_hash(self.access_token), self.expires_at, refresh_hash, self.refresh_expires_at
+        )
 
 
 def issue_tokens(

@@ -1,8 +1,7 @@
-"""Sessions: one ``Session`` resource per issued access token, its in-process cache and its purge.
+"""Sessions as the OAuth server keeps them: an in-process cache, closing, and the background purge.
 
-A Session is an ordinary resource (searchable, readable, subject to authorization), except that the
-hashes of its tokens are hidden from every REST response. It is written, and durable, before the
-token response is sent.
+The shape and rules of a Session are in ``fhirbox.models.session``. A Session is written, and
+durable, before the token response is sent.
 """
 
 from __future__ import annotations
@@ -10,84 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhirbox.storage.base import Store, Stored, now_iso
+from fhirbox.clock import Clock
+from fhirbox.models.session import SESSION, Session
+from fhirbox.storage.base import UNCHANGED, Store, Stored
 
 log = logging.getLogger("fhirbox.oauth.sessions")
-
-SESSION = "Session"
-# Token hashes; never shown, never searchable.
-HIDDEN_FIELDS = ("access_token", "refresh_token", "refresh_token_history")
-# Rotated refresh tokens remembered per Session, to detect their reuse (RFC 9700 §4.14).
-REFRESH_HISTORY = 50
-
-
-def purge_time(exp: int, refresh_exp: int | None, has_refresh: bool, retention: int) -> int | None:
-    """When a Session may be purged: ``retention`` after its last token expires (never, if that never)."""
-    if has_refresh and refresh_exp is None:
-        return None
-    return max(exp, refresh_exp or 0) + retention
-
-
-def new_session(
-    *,
-    session_id: str,
-    client_id: str,
-    issuer: str,
-    issued_at: int,
-    expires_at: int,
-    audience: str | None,
-    scope: list[str] | None,
-    access_hash: str,
-    refresh_hash: str | None,
-    refresh_expires_at: int | None,
-    retention: int,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "resourceType": SESSION,
-        "id": session_id,
-        "type": "client_credentials",
-        "client": {"id": client_id, "resourceType": "Client"},
-        "jti": session_id,
-        "iss": issuer,
-        "start": now_iso(),
-        "active": True,
-        "exp": expires_at,
-        "access_token": access_hash,
-    }
-    if audience is not None:
-        body["audience"] = audience
-    if scope:
-        body["scope"] = scope
-    if refresh_hash is not None:
-        body["refresh_token"] = refresh_hash
-        if refresh_expires_at is not None:
-            body["refresh_token_exp"] = refresh_expires_at
-    purge_after = purge_time(expires_at, refresh_expires_at, refresh_hash is not None, retention)
-    if purge_after is not None:
-        body["purge_after"] = purge_after
-    return body
-
-
-def closed(body: dict[str, Any], retention: int, reason: str) -> dict[str, Any]:
-    """The Session ended now: inactive, with ``end``, purged after ``retention``."""
-    new = dict(body)
-    new.update(active=False, end=now_iso(), end_reason=reason, purge_after=int(time.time()) + retention)
-    new.pop("meta", None)
-    return new
-
-
-def public_view(body: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in body.items() if key not in HIDDEN_FIELDS}
 
 
 @dataclass(slots=True)
 class CachedSession:
-    body: dict[str, Any]
+    session: Session
     # The hash of the access JWT already verified in this process, and its claims.
     verified_hash: str | None = None
     claims: dict[str, Any] | None = None
@@ -95,7 +30,7 @@ class CachedSession:
 
     def public(self) -> dict[str, Any]:
         if self.view is None:
-            self.view = public_view(self.body)
+            self.view = self.session.public_view()
         return self.view
 
 
@@ -120,7 +55,7 @@ class SessionCache:
 
     def put(self, stored: Stored) -> None:
         """Remember a Session just written by this process (saves the first bearer request a read)."""
-        self._store(stored.id, CachedSession(stored.body))
+        self._store(stored.id, CachedSession(Session(stored.body)))
 
     def _store(self, session_id: str, entry: CachedSession) -> None:
         self._entries[session_id] = entry
@@ -137,18 +72,48 @@ class SessionCache:
         stored = await self.store.read(SESSION, session_id)
         if stored is None or stored.deleted:
             return None
-        entry = CachedSession(stored.body)
+        entry = CachedSession(Session(stored.body))
         # A Session written while we were reading may be newer than what we read: do not cache it.
         if writes == self._writes:
             self._store(session_id, entry)
         return entry
 
 
+async def close_session(
+    store: Store,
+    session_id: str,
+    reason: str,
+    *,
+    now: float,
+    retention: int,
+    only_holding: str | None = None,
+) -> Stored | None:
+    """Close the Session if it is active (and, with ``only_holding``, holds that token hash).
+
+    Returns the Session as stored afterwards (unchanged when it was already closed), or None when
+    it does not exist.
+    """
+
+    def end(current: Stored | None) -> dict[str, Any] | Any:
+        if current is None or current.deleted:
+            return UNCHANGED
+        session = Session(current.body)
+        if only_holding is not None and not session.holds(only_holding):
+            return UNCHANGED
+        if not session.active:
+            return UNCHANGED
+        return session.close(reason, now, retention)
+
+    result = await store.mutate(SESSION, session_id, end)
+    return result.after
+
+
 class SessionPurge:
     """Removes Sessions whose ``purge_after`` has passed, every ``interval`` seconds, in the background."""
 
-    def __init__(self, store: Store, retention: int) -> None:
+    def __init__(self, store: Store, retention: int, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
         self.interval = min(60.0, max(0.5, retention / 2))
         self._task: asyncio.Task[None] | None = None
 
@@ -162,10 +127,14 @@ class SessionPurge:
                 await self._task
             self._task = None
 
+    async def purge_once(self) -> int:
+        """Remove every Session past its ``purge_after``; the number removed."""
+        return await self.store.purge(SESSION, ("purge_after",), self.clock())
+
     async def _run(self) -> None:
         while True:
             try:
-                purged = await self.store.purge(SESSION, ("purge_after",), time.time())
+                purged = await self.purge_once()
                 if purged:
                     log.info("purged %d expired Sessions", purged)
             except Exception:

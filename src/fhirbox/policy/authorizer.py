@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.routing import Route
 from fhirbox.policy.cache import PolicyCache
+from fhirbox.policy.compile import CompiledPolicy
 from fhirbox.policy.request_object import WRITE_METHODS, RequestView
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a request is allowed, by which policy, and which policies were applicable."""
+
+    allowed: bool
+    policy: CompiledPolicy | None
+    applicable: tuple[CompiledPolicy, ...]
 
 
 class PolicyAuthorizer:
@@ -23,6 +35,13 @@ class PolicyAuthorizer:
     async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
         if principal.is_root:
             return
+        if not (await self.decide(request, principal)).allowed:
+            raise HttpError(403, "Forbidden")
+
+    async def decide(self, request: Request, principal: Principal) -> Decision:
+        """The decision for ``principal`` making ``request`` (also what ``fhirbox policy check`` says)."""
+        if principal.is_root:
+            return Decision(True, None, ())
         applicable = await self.cache.for_client(principal.client_id)
         if applicable.policies:
             view = RequestView(request, principal)
@@ -30,5 +49,5 @@ class PolicyAuthorizer:
                 await view.load_body()
             for policy in applicable.policies:
                 if policy.allows(view):
-                    return
-        raise HttpError(403, "Forbidden")
+                    return Decision(True, policy, applicable.policies)
+        return Decision(False, None, applicable.policies)

@@ -11,13 +11,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from fhirbox.models.client import CLIENT
 from fhirbox.policy.compile import ACCESS_POLICY, CompiledPolicy, compile_policy
 from fhirbox.policy.rule import PolicyError
 from fhirbox.storage.base import SearchQuery, Store, Stored
 
 log = logging.getLogger("fhirbox.policy")
 
-CLIENT = "Client"
 _PAGE = 500
 _MAX_CLIENTS = 10_000
 

@@ -11,12 +11,10 @@ import click
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Message, Request
-from fhirbox.policy.cache import PolicyCache
-from fhirbox.policy.request_object import RequestView
+from fhirbox.models.client import CLIENT
 from fhirbox.settings import Settings
 from fhirbox.storage import open_store
 
-CLIENT = "Client"
 ALLOWED, DENIED = 0, 1
 
 
@@ -48,8 +46,9 @@ def check(client_id: str, database_url: str | None, body: str | None, method: st
 async def decide(
     settings: Settings, client_id: str, method: str, path: str, body: str | None
 ) -> tuple[bool, str]:
-    """``(allowed, explanation)`` for ``client_id`` making ``method path``, as the server decides it."""
-    from fhirbox.app import App
+    """``(allowed, explanation)`` for ``client_id`` making ``method path``, as the server decides it:
+    the assembled server's router and authorizer judge a request built as the server would build it."""
+    from fhirbox.app import create_app
 
     store = open_store(settings.database_url)
     await store.open()
@@ -57,22 +56,21 @@ async def decide(
         stored = await store.read(CLIENT, client_id)
         if stored is None or stored.deleted:
             raise click.UsageError(f"No Client/{client_id} in {settings.database_url}")
+        server = create_app(settings, store=store)
         request = synthetic_request(method, path, body, settings)
         try:
-            _, request.path_params = App(settings, store=store).router.match(method, request.path)
+            _, request.path_params = server.router.match(method, request.path)
         except HttpError as exc:
             raise click.UsageError(exc.diagnostics) from None
         if client_id == settings.root_client_id:
             return True, f"allowed: {client_id} is the root client, which may do everything"
-        cache = PolicyCache(store)
-        applicable = await cache.for_client(client_id)
-        view = RequestView(request, Principal(client_id=client_id, client=stored.body))
-        await view.load_body()
-        for policy in applicable.policies:
-            if policy.allows(view):
-                scope = "global" if policy.links.is_global else f"linked to {client_id}"
-                return True, f"allowed by AccessPolicy/{policy.id} ({policy.rule.engine}, {scope})"
-        ids = ", ".join(f"AccessPolicy/{p.id}" for p in applicable.policies) or "none"
+        principal = Principal(client_id=client_id, client=stored.body)
+        decision = await server.authorizer.decide(request, principal)
+        if decision.policy is not None:
+            policy = decision.policy
+            scope = "global" if policy.links.is_global else f"linked to {client_id}"
+            return True, f"allowed by AccessPolicy/{policy.id} ({policy.rule.engine}, {scope})"
+        ids = ", ".join(f"AccessPolicy/{p.id}" for p in decision.applicable) or "none"
         return False, f"denied: no applicable policy allows {method} {path} (applicable: {ids})"
     finally:
         await store.close()

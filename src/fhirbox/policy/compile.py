@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fhirbox.http.errors import HttpError
+from fhirbox.models.client import CLIENT
 from fhirbox.policy.engines.allow import compile_allow
 from fhirbox.policy.engines.complex import compile_complex
 from fhirbox.policy.engines.json_schema import compile_json_schema
@@ -21,6 +23,14 @@ from fhirbox.policy.rule import PolicyError, Rule, field_path
 log = logging.getLogger("fhirbox.policy")
 
 ACCESS_POLICY = "AccessPolicy"
+
+
+async def check_access_policy(body: dict[str, Any]) -> None:
+    """The write rule for AccessPolicies: refuse (422) one that cannot be compiled, naming the field."""
+    try:
+        compile_policy(body)
+    except PolicyError as exc:
+        raise HttpError(422, f"Invalid AccessPolicy: {exc}") from None
 
 
 def compile_rule(rule: Any, where: str = "") -> Rule:
@@ -73,7 +83,7 @@ def parse_links(link: Any) -> Links:
                 f"link[{index}]: must be {{resourceType: Client, id: <id>}} or {{reference: Client/<id>}}"
             )
         type_, id_ = target
-        if type_ == "Client":
+        if type_ == CLIENT:
             clients.add(id_)
     return Links(False, frozenset(clients))
 

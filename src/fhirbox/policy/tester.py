@@ -1,4 +1,4 @@
-"""``POST /auth/test-policy`` (root only): evaluate a policy against a request object you give.
+"""``POST /auth/test-policy`` (a root-only route): evaluate a policy against a request object you give.
 
 As in Aidbox, the body is ``{request: {...}, policy: {...}}``. The request may name ``client-id``
 (the stored Client is filled in as ``client``) and carry ``headers.authorization: Bearer <jwt>``
@@ -17,12 +17,11 @@ from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, render
+from fhirbox.models.client import CLIENT, Client
 from fhirbox.policy.compile import ACCESS_POLICY, compile_policy
 from fhirbox.policy.request_object import StaticRequest
 from fhirbox.policy.rule import PolicyError
 from fhirbox.storage.base import Store
-
-CLIENT = "Client"
 
 
 class PolicyTester:
@@ -30,8 +29,6 @@ class PolicyTester:
         self.store = store
 
     async def handle(self, request: Request, principal: Principal | None) -> Response:
-        if principal is None or not principal.is_root:
-            raise HttpError(403, "Forbidden")
         document = await request.document()
         if not isinstance(document, dict):
             raise HttpError(422, "The body must be an object {request: {...}, policy: {...}}")
@@ -71,7 +68,7 @@ class PolicyTester:
             stored = await self.store.read(CLIENT, client_id)
             if stored is None or stored.deleted:
                 raise HttpError(422, f"client-id: no Client/{client_id}")
-            result["client"] = {k: v for k, v in stored.body.items() if k != "secret"}
+            result["client"] = Client(stored).public_view()
         headers = result.get("headers")
         if isinstance(headers, dict):
             authorization = headers.get("authorization")

@@ -55,14 +55,14 @@ class ResourceApi:
 
     def add_routes(self, router: Router) -> None:
         router.constrain("type", TYPE_PATTERN)
-        router.add("GET", "/{type}", Route(self.search, "search"))
-        router.add("POST", "/{type}", Route(self.create, "create"))
-        router.add("GET", "/{type}/{id}", Route(self.read, "read"))
-        router.add("PUT", "/{type}/{id}", Route(self.update, "update"))
-        router.add("PATCH", "/{type}/{id}", Route(self.patch, "patch"))
-        router.add("DELETE", "/{type}/{id}", Route(self.delete, "delete"))
-        router.add("GET", "/{type}/{id}/_history", Route(self.history, "history"))
-        router.add("GET", "/{type}/{id}/_history/{vid}", Route(self.vread, "vread"))
+        router.add("GET", "/{type}", Route(self.search))
+        router.add("POST", "/{type}", Route(self.create))
+        router.add("GET", "/{type}/{id}", Route(self.read))
+        router.add("PUT", "/{type}/{id}", Route(self.update))
+        router.add("PATCH", "/{type}/{id}", Route(self.patch))
+        router.add("DELETE", "/{type}/{id}", Route(self.delete))
+        router.add("GET", "/{type}/{id}/_history", Route(self.history))
+        router.add("GET", "/{type}/{id}/_history/{vid}", Route(self.vread))
 
     # -- helpers ---------------------------------------------------------------------------------
     def resource_type(self, request: Request) -> str:

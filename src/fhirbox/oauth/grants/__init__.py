@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fhirbox.oauth.endpoint import OAuthRequest
+from fhirbox.clock import Clock
+from fhirbox.models.client import Client
+from fhirbox.oauth.client_auth import OAuthRequest
 from fhirbox.oauth.sessions import SessionCache
-from fhirbox.oauth.tokens import JwtTokens
-from fhirbox.storage.base import Store, Stored
+from fhirbox.oauth.token_formats import JwtTokens
+from fhirbox.storage.base import Store
 
 
 class Grant(Protocol):
-    async def __call__(self, client: Stored, request: OAuthRequest) -> dict[str, Any]:
+    async def __call__(self, client: Client, request: OAuthRequest) -> dict[str, Any]:
         """The token response for an authenticated ``client``; raises an ``OAuthError`` otherwise."""
 
 
@@ -19,10 +21,18 @@ class IssuingGrant:
     """What every grant that issues tokens works with."""
 
     def __init__(
-        self, store: Store, sessions: SessionCache, jwts: JwtTokens, default_expiration: int, retention: int
+        self,
+        store: Store,
+        sessions: SessionCache,
+        jwts: JwtTokens,
+        *,
+        default_expiration: int,
+        retention: int,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.jwts = jwts
         self.default_expiration = default_expiration
         self.retention = retention
+        self.clock = clock

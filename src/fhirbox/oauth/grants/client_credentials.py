@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from fhirbox.oauth.clients import ClientCredentialsSettings
-from fhirbox.oauth.endpoint import OAuthRequest
+from fhirbox.models.client import Client, ClientCredentialsSettings
+from fhirbox.models.session import SESSION, Session
+from fhirbox.oauth.client_auth import OAuthRequest
 from fhirbox.oauth.errors import InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
 from fhirbox.oauth.grants import IssuingGrant
 from fhirbox.oauth.issuance import issue_tokens, token_response
-from fhirbox.oauth.sessions import SESSION, new_session
-from fhirbox.oauth.tokens import new_session_id
+from fhirbox.oauth.token_formats import new_session_id
 from fhirbox.storage.base import Stored
 
 
@@ -44,14 +43,14 @@ def requested_audience(request: OAuthRequest, config: ClientCredentialsSettings)
 
 
 class ClientCredentialsGrant(IssuingGrant):
-    async def __call__(self, client: Stored, request: OAuthRequest) -> dict[str, Any]:
-        if "client_credentials" not in client.body.get("grant_types", ()):
+    async def __call__(self, client: Client, request: OAuthRequest) -> dict[str, Any]:
+        if not client.allows_grant("client_credentials"):
             raise UnauthorizedClient("This client may not use the client_credentials grant")
-        config = ClientCredentialsSettings.of(client.body, self.default_expiration)
+        config = client.client_credentials(self.default_expiration)
         scope = granted_scope(config.scope, request.get("scope"))
         audience = requested_audience(request, config)
 
-        now = int(time.time())
+        now = int(self.clock())
         session_id = new_session_id()
         tokens = issue_tokens(
             self.jwts,
@@ -62,24 +61,21 @@ class ClientCredentialsGrant(IssuingGrant):
             audience=audience,
             scope=scope,
         )
-        body = new_session(
+        session = Session.new(
             session_id=session_id,
             client_id=client.id,
             issuer=self.jwts.issuer,
-            issued_at=now,
-            expires_at=tokens.expires_at,
+            now=now,
             audience=audience,
             scope=scope,
-            access_hash=tokens.access_hash,
-            refresh_hash=tokens.refresh_hash,
-            refresh_expires_at=tokens.refresh_expires_at,
+            tokens=tokens.hashes(),
             retention=self.retention,
         )
 
         def create(current: Stored | None) -> dict[str, Any]:
             if current is not None:
                 raise RuntimeError(f"Session id collision on {session_id}")
-            return body
+            return session.body
 
         # Answered only after the Session is committed: the token works as soon as the client has it.
         result = await self.store.mutate(SESSION, session_id, create)

@@ -7,20 +7,19 @@ authenticate the client by exactly one method of RFC 6749 §2.3.1: an ``Authoriz
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import orjson
 
-from fhirbox.auth.clients import ClientDirectory
+from fhirbox.auth.basic import decode_basic
+from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.http.errors import HttpError
 from fhirbox.http.formats import FORM_TYPE, JSON_TYPES, media_type
 from fhirbox.http.request import Request
+from fhirbox.models.client import Client
 from fhirbox.oauth.errors import InvalidClient, InvalidRequest
-from fhirbox.storage.base import Stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +77,11 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
         raise InvalidClient("The token endpoint accepts only Basic client credentials", tried_basic=True)
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidClient("Malformed Basic credentials", tried_basic=True) from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep or not client_id:
+    pair = decode_basic(encoded.strip())
+    if pair is None:
         raise InvalidClient("Malformed Basic credentials", tried_basic=True)
     # RFC 6749 §2.3.1: id and secret are form-urlencoded before they are joined and base64-encoded.
-    return unquote_plus(client_id), unquote_plus(secret)
+    return unquote_plus(pair[0]), unquote_plus(pair[1])
 
 
 async def read_oauth_request(request: Request) -> OAuthRequest:
@@ -113,7 +108,7 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
     return OAuthRequest(params, body_id, body_secret, tried_basic=False)
 
 
-async def authenticate_client(clients: ClientDirectory, oauth: OAuthRequest) -> Stored:
+async def authenticate_client(clients: ClientDirectory, oauth: OAuthRequest) -> Client:
     """The client, or one indistinguishable ``invalid_client`` for unknown, wrong or inactive."""
     client = await clients.authenticate(oauth.client_id, oauth.client_secret)
     if client is None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fhirbox.auth.clients import ClientDirectory
+from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, json_response
-from fhirbox.oauth.endpoint import authenticate_client, read_oauth_request
+from fhirbox.oauth.client_auth import authenticate_client, read_oauth_request
 from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
 from fhirbox.oauth.grants import Grant
 

@@ -1,0 +1,63 @@
+"""Clients as the authentication layer sees them: cached lookups, secret checks, and how a Client
+body is prepared for storage (validated, its secret hashed)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fhirbox.auth.secrets import SecretVerifier, hash_secret
+from fhirbox.models.client import CLIENT, Client
+from fhirbox.storage.base import Store
+
+_MAX_CACHED = 10_000
+
+
+class ClientDirectory:
+    """Looks up Clients, caching them in process; every write anywhere evicts the entry."""
+
+    def __init__(self, store: Store, verifier: SecretVerifier) -> None:
+        self.store = store
+        self.verifier = verifier
+        self._cache: dict[str, Client | None] = {}
+        # Bumped on every Client change: a lookup that overlapped a change must not cache what it read.
+        self._generation = 0
+        store.subscribe(self._changed)
+
+    def _changed(self, type_: str, id_: str) -> None:
+        if type_ == CLIENT:
+            self._generation += 1
+            self._cache.pop(id_, None)
+            self.verifier.forget(id_)
+
+    async def get(self, client_id: str) -> Client | None:
+        """The live Client, or None when it does not exist, was deleted or is inactive."""
+        if client_id in self._cache:
+            return self._cache[client_id]
+        generation = self._generation
+        stored = await self.store.read(CLIENT, client_id)
+        client = Client(stored) if stored is not None else None
+        if client is not None and not client.is_active:
+            client = None
+        if generation == self._generation:
+            if len(self._cache) > _MAX_CACHED:
+                self._cache.clear()
+            self._cache[client_id] = client
+        return client
+
+    async def authenticate(self, client_id: str, secret: str) -> Client | None:
+        """The Client when ``secret`` is its secret; None otherwise (same cost for unknown ids)."""
+        client = await self.get(client_id)
+        hashed = client.secret_hash if client is not None else None
+        version = client.version if client is not None else 0
+        if await self.verifier.verify(client_id, secret, hashed, version):
+            return client
+        return None
+
+
+async def prepare_client_write(body: dict[str, Any]) -> None:
+    """The write rule for Clients: refuse an invalid body (422), keep only a hash of ``secret``."""
+    Client.validate(body)
+    secret = body.get("secret")
+    if isinstance(secret, str):
+        body["secret"] = await asyncio.to_thread(hash_secret, secret)
