@@ -7,18 +7,13 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
 
 import click
 
+from fhirbox.commandline import load_settings, setting_option
+from fhirbox.oauth.commands import keys_group
+from fhirbox.policy.commands import policy_group
 from fhirbox.settings import SETTINGS, Settings, settings_table
-
-
-def load_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings.from_env(**overrides)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 def export(settings: Settings) -> None:
@@ -38,15 +33,10 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", help="Interface to listen on [env FHIRBOX_HOST; default 127.0.0.1].")
-@click.option("--port", type=int, help="TCP port to listen on [env FHIRBOX_PORT; default 8080].")
-@click.option(
-    "--database",
-    "database_url",
-    help="sqlite:///path.db or postgresql://user@host:port/db "
-    "[env FHIRBOX_DATABASE_URL; default sqlite:///var/fhirbox.db].",
-)
-@click.option("--workers", type=int, help="Server processes [env FHIRBOX_WORKERS; default 1].")
+@setting_option("--host", "host")
+@setting_option("--port", "port")
+@setting_option("--database", "database_url")
+@setting_option("--workers", "workers")
 def serve(host: str | None, port: int | None, database_url: str | None, workers: int | None) -> None:
     """Start the HTTP server. Flags win over the environment; SIGTERM or Ctrl-C stop it cleanly."""
     import uvicorn
@@ -105,22 +95,8 @@ def show_settings() -> None:
     click.echo(settings_table())
 
 
-def _add_feature_commands() -> None:
-    """Features contribute their own command groups (``fhirbox keys``, ``fhirbox policy``)."""
-    import importlib
-
-    for module_name in ("fhirbox.oauth.commands", "fhirbox.policy.commands"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        for command in getattr(module, "COMMANDS", ()):
-            main.add_command(command)
-
-
-_add_feature_commands()
+main.add_command(keys_group)
+main.add_command(policy_group)
 
 if __name__ == "__main__":
     main()

@@ -1,15 +1,21 @@
-"""Every setting of fhirbox: its name, environment variable, default and one line of documentation.
+"""Every setting of fhirbox: its name, environment variable, type, default and one line of documentation.
 
-This module is the one place where settings are declared. The README's settings table is generated
-from ``SETTINGS`` (``fhirbox settings``), and the CLI's flags fall back to the same variables.
+This module is the one place where settings are declared: each is one field of ``Settings``, made with
+``_setting(default, parse, doc)``; its environment variable is ``FHIRBOX_`` and the field's name in capitals.
+``SETTINGS`` is derived from those fields, and from it the README's settings table (``fhirbox settings``),
+the help of the ``fhirbox serve`` flags and ``Settings.from_env``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+ENV_PREFIX = "FHIRBOX_"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,11 @@ class Setting:
     default: Any
     doc: str
     parse: Callable[[str], Any] = str
+
+
+def _setting(default: T, parse: Callable[[str], T], doc: str) -> T:
+    """A field of ``Settings``: its default, how its environment variable is parsed, and what it means."""
+    return field(default=default, metadata={"parse": parse, "doc": doc})
 
 
 def _positive_int(value: str) -> int:
@@ -48,98 +59,53 @@ def _algorithm(value: str) -> str:
     return value
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", "FHIRBOX_HOST", "127.0.0.1", "Interface the HTTP server listens on."),
-    Setting("port", "FHIRBOX_PORT", 8080, "TCP port the HTTP server listens on.", _port),
-    Setting(
-        "database_url",
-        "FHIRBOX_DATABASE_URL",
-        "sqlite:///var/fhirbox.db",
-        "Storage: `sqlite:///relative/or//absolute/path.db` or `postgresql://user@host:port/db`.",
-    ),
-    Setting("workers", "FHIRBOX_WORKERS", 1, "Number of server processes.", _positive_int),
-    Setting(
-        "base_url",
-        "FHIRBOX_BASE_URL",
-        None,
-        "Public base URL, used as JWT `iss`, in discovery and links (default `http://HOST:PORT`).",
-    ),
-    Setting("root_client_id", "FHIRBOX_ROOT_CLIENT_ID", "root", "Id of the root Client ensured at start."),
-    Setting(
-        "root_client_secret",
-        "FHIRBOX_ROOT_CLIENT_SECRET",
-        None,
-        "Secret of the root Client; when unset, one is generated on first start and printed once.",
-    ),
-    Setting(
-        "max_body_bytes",
-        "FHIRBOX_MAX_BODY_BYTES",
-        1024 * 1024,
-        "Largest accepted request body in bytes (413 beyond).",
-        _positive_int,
-    ),
-    Setting(
-        "max_depth",
-        "FHIRBOX_MAX_DEPTH",
-        100,
-        "Deepest accepted nesting of a request document (400 beyond).",
-        _positive_int,
-    ),
-    Setting(
-        "access_token_expiration",
-        "FHIRBOX_ACCESS_TOKEN_EXPIRATION",
-        3600,
-        "Default access-token lifetime in seconds, unless the Client sets its own.",
-        _positive_int,
-    ),
-    Setting(
-        "signing_alg",
-        "FHIRBOX_SIGNING_ALG",
-        "RS256",
-        "Algorithm of generated JWT signing keys: RS256 (RSA-2048), ES256 or EdDSA.",
-        _algorithm,
-    ),
-    Setting(
-        "signing_key_file",
-        "FHIRBOX_SIGNING_KEY_FILE",
-        None,
-        "PEM file with a private signing key to use instead of a generated one.",
-    ),
-    Setting(
-        "session_retention",
-        "FHIRBOX_SESSION_RETENTION",
-        86400,
-        "Seconds an expired or closed Session is kept before the background purge removes it.",
-        _positive_int,
-    ),
-    Setting(
-        "change_poll_interval",
-        "FHIRBOX_CHANGE_POLL_INTERVAL",
-        0.25,
-        "Seconds between polls of the database for changes made by other server processes.",
-        _positive_float,
-    ),
-    Setting("log_level", "FHIRBOX_LOG_LEVEL", "info", "Log level: debug, info, warning or error."),
-)
-
-
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    database_url: str = "sqlite:///var/fhirbox.db"
-    workers: int = 1
-    base_url: str | None = None
-    root_client_id: str = "root"
-    root_client_secret: str | None = None
-    max_body_bytes: int = 1024 * 1024
-    max_depth: int = 100
-    access_token_expiration: int = 3600
-    signing_alg: str = "RS256"
-    signing_key_file: str | None = None
-    session_retention: int = 86400
-    change_poll_interval: float = 0.25
-    log_level: str = "info"
+    host: str = _setting("127.0.0.1", str, "Interface the HTTP server listens on.")
+    port: int = _setting(8080, _port, "TCP port the HTTP server listens on.")
+    database_url: str = _setting(
+        "sqlite:///var/fhirbox.db",
+        str,
+        "Storage: `sqlite:///relative/or//absolute/path.db` or `postgresql://user@host:port/db`.",
+    )
+    workers: int = _setting(1, _positive_int, "Number of server processes.")
+    base_url: str | None = _setting(
+        None,
+        str,
+        "Public base URL, used as JWT `iss`, in discovery and links (default `http://HOST:PORT`).",
+    )
+    root_client_id: str = _setting("root", str, "Id of the root Client ensured at start.")
+    root_client_secret: str | None = _setting(
+        None,
+        str,
+        "Secret of the root Client; when unset, one is generated on first start and printed once.",
+    )
+    max_body_bytes: int = _setting(
+        1024 * 1024, _positive_int, "Largest accepted request body in bytes (413 beyond)."
+    )
+    max_depth: int = _setting(
+        100, _positive_int, "Deepest accepted nesting of a request document (400 beyond)."
+    )
+    access_token_expiration: int = _setting(
+        3600, _positive_int, "Default access-token lifetime in seconds, unless the Client sets its own."
+    )
+    signing_alg: str = _setting(
+        "RS256", _algorithm, "Algorithm of generated JWT signing keys: RS256 (RSA-2048), ES256 or EdDSA."
+    )
+    signing_key_file: str | None = _setting(
+        None, str, "PEM file with a private signing key to use instead of a generated one."
+    )
+    session_retention: int = _setting(
+        86400,
+        _positive_int,
+        "Seconds an expired or closed Session is kept before the background purge removes it.",
+    )
+    change_poll_interval: float = _setting(
+        0.25,
+        _positive_float,
+        "Seconds between polls of the database for changes made by other server processes.",
+    )
+    log_level: str = _setting("info", str, "Log level: debug, info, warning or error.")
 
     @property
     def public_base_url(self) -> str:
@@ -164,7 +130,11 @@ class Settings:
         return cls(**values)
 
 
-assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}, "SETTINGS and Settings disagree"
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["doc"], f.metadata["parse"])
+    for f in fields(Settings)
+)
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def settings_table() -> str:

@@ -7,16 +7,9 @@ import time
 
 import click
 
+from fhirbox.commandline import load_settings
 from fhirbox.oauth.keys import SigningKey, rotate_keys, stored_keys
-from fhirbox.settings import Settings
 from fhirbox.storage import open_store
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 @click.group("keys")
@@ -28,7 +21,7 @@ def keys_group() -> None:
 @click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
 def rotate(database_url: str | None) -> None:
     """Add a new active key (FHIRBOX_SIGNING_ALG); old keys stay in the JWKS until their tokens expire."""
-    settings = _settings()
+    settings = load_settings()
     store = open_store(database_url or settings.database_url)
 
     async def run() -> SigningKey:
@@ -46,7 +39,7 @@ def rotate(database_url: str | None) -> None:
 @click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
 def list_keys(database_url: str | None) -> None:
     """Print every stored key: kid, algorithm, created, and when a retired key leaves the JWKS."""
-    settings = _settings()
+    settings = load_settings()
     store = open_store(database_url or settings.database_url)
 
     async def run() -> list[SigningKey]:
@@ -65,6 +58,3 @@ def _when(moment: float | None) -> str:
     if moment is None:
         return "-"
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-
-
-COMMANDS = [keys_group]

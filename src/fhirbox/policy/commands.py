@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import click
 
 from fhirbox.auth.principal import Principal
+from fhirbox.commandline import load_settings
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Message, Request
 from fhirbox.models.client import CLIENT
@@ -34,10 +35,7 @@ def check(client_id: str, database_url: str | None, body: str | None, method: st
 
     Exits 0 when allowed, 1 when denied, 2 on a usage error (unknown client, no such route).
     """
-    try:
-        settings = Settings.from_env(database_url=database_url)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    settings = load_settings(database_url=database_url)
     allowed, message = asyncio.run(decide(settings, client_id, method.upper(), path, body))
     click.echo(message)
     raise SystemExit(ALLOWED if allowed else DENIED)
@@ -100,6 +98,3 @@ def synthetic_request(method: str, path: str, body: str | None, settings: Settin
         max_depth=settings.max_depth,
         request_id="policy-check",
     )
-
-
-COMMANDS = [policy_group]
