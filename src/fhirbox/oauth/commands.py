@@ -7,7 +7,7 @@ import time
 
 import click
 
-from fhirbox.commandline import load_settings
+from fhirbox.commandline import load_settings, setting_option
 from fhirbox.oauth.keys import SigningKey, rotate_keys, stored_keys
 from fhirbox.storage import open_store
 
@@ -18,11 +18,11 @@ def keys_group() -> None:
 
 
 @keys_group.command("rotate")
-@click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
+@setting_option("--database", "database_url")
 def rotate(database_url: str | None) -> None:
     """Add a new active key (FHIRBOX_SIGNING_ALG); old keys stay in the JWKS until their tokens expire."""
-    settings = load_settings()
-    store = open_store(database_url or settings.database_url)
+    settings = load_settings(database_url=database_url)
+    store = open_store(settings.database_url)
 
     async def run() -> SigningKey:
         await store.open()
@@ -36,11 +36,11 @@ def rotate(database_url: str | None) -> None:
 
 
 @keys_group.command("list")
-@click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
+@setting_option("--database", "database_url")
 def list_keys(database_url: str | None) -> None:
     """Print every stored key: kid, algorithm, created, and when a retired key leaves the JWKS."""
-    settings = load_settings()
-    store = open_store(database_url or settings.database_url)
+    settings = load_settings(database_url=database_url)
+    store = open_store(settings.database_url)
 
     async def run() -> list[SigningKey]:
         await store.open()

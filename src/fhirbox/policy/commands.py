@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import click
 
 from fhirbox.auth.principal import Principal
-from fhirbox.commandline import load_settings
+from fhirbox.commandline import load_settings, setting_option
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Message, Request
 from fhirbox.models.client import CLIENT
@@ -26,7 +26,7 @@ def policy_group() -> None:
 
 @policy_group.command("check")
 @click.option("--client", "client_id", required=True, help="Id of the Client making the request.")
-@click.option("--database", "database_url", help="Database URL [env FHIRBOX_DATABASE_URL].")
+@setting_option("--database", "database_url")
 @click.option("--body", help="JSON body of a POST, PUT or PATCH, for policies that look at it.")
 @click.argument("method")
 @click.argument("path")
