@@ -63,6 +63,26 @@ class ClientCredentialsSettings:
         return False
 
 
+def client_credentials_of(body: dict[str, Any], default_expiration: int) -> ClientCredentialsSettings:
+    """``auth.client_credentials`` of a Client body, with ``default_expiration`` for an unset lifetime."""
+    auth = body.get("auth")
+    config = auth.get("client_credentials") if isinstance(auth, dict) else None
+    if not isinstance(config, dict):
+        config = {}
+    # The guide's table names token_expiration; access_token_expiration wins when both are set.
+    lifetime = config.get("access_token_expiration") or config.get("token_expiration")
+    audience = config.get("audience")
+    scope = body.get("scope")
+    return ClientCredentialsSettings(
+        jwt=config.get("token_format") == "jwt",
+        access_token_expiration=lifetime if isinstance(lifetime, int) else default_expiration,
+        refresh_token=config.get("refresh_token") is True,
+        refresh_token_expiration=config.get("refresh_token_expiration"),
+        audience=tuple(audience) if isinstance(audience, list) else None,
+        scope=tuple(scope) if isinstance(scope, list) else None,
+    )
+
+
 class Client:
     """A stored Client and the rules that read it."""
 
@@ -100,22 +120,7 @@ class Client:
 
     def client_credentials(self, default_expiration: int) -> ClientCredentialsSettings:
         """``auth.client_credentials`` with ``default_expiration`` for an unset token lifetime."""
-        auth = self.body.get("auth")
-        config = auth.get("client_credentials") if isinstance(auth, dict) else None
-        if not isinstance(config, dict):
-            config = {}
-        # The guide's table names token_expiration; access_token_expiration wins when both are set.
-        lifetime = config.get("access_token_expiration") or config.get("token_expiration")
-        audience = config.get("audience")
-        scope = self.body.get("scope")
-        return ClientCredentialsSettings(
-            jwt=config.get("token_format") == "jwt",
-            access_token_expiration=lifetime if isinstance(lifetime, int) else default_expiration,
-            refresh_token=config.get("refresh_token") is True,
-            refresh_token_expiration=config.get("refresh_token_expiration"),
-            audience=tuple(audience) if isinstance(audience, list) else None,
-            scope=tuple(scope) if isinstance(scope, list) else None,
-        )
+        return client_credentials_of(self.body, default_expiration)
 
     def public_view(self) -> dict[str, Any]:
         """The Client without its secret hash."""

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from fhirbox.models.client import CLIENT, client_credentials_of
 from fhirbox.storage.base import UNCHANGED, SearchQuery, Store, Stored
 
 log = logging.getLogger("fhirbox.oauth.keys")
@@ -193,15 +194,9 @@ async def longest_token_lifetime(store: Store, default: int) -> int:
     longest = default
     offset = 0
     while True:
-        page = await store.search("Client", SearchQuery(limit=1000, offset=offset))
-        for client in page.resources:
-            auth = client.get("auth")
-            config = auth.get("client_credentials") if isinstance(auth, dict) else None
-            if isinstance(config, dict):
-                for name in ("access_token_expiration", "token_expiration"):
-                    value = config.get(name)
-                    if isinstance(value, int) and not isinstance(value, bool):
-                        longest = max(longest, value)
+        page = await store.search(CLIENT, SearchQuery(limit=1000, offset=offset))
+        for body in page.resources:
+            longest = max(longest, client_credentials_of(body, default).access_token_expiration)
         offset += len(page.resources)
         if not page.resources or offset >= page.total:
             return longest

@@ -11,13 +11,17 @@ from fhirbox.policy.rule import PolicyError, Rule, field_path
 CompileRule = Callable[[Any, str], Rule]
 
 
-class AllOf(Rule):
+class _Combination(Rule):
     __slots__ = ("needs_body", "rules")
     engine = "complex"
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
         self.needs_body = any(rule.needs_body for rule in rules)
+
+
+class AllOf(_Combination):
+    __slots__ = ()
 
     def check(self, request: RequestObject) -> bool:
         for rule in self.rules:
@@ -29,13 +33,8 @@ class AllOf(Rule):
         return _explain(self.rules, "and", request, decisive=False)
 
 
-class AnyOf(Rule):
-    __slots__ = ("needs_body", "rules")
-    engine = "complex"
-
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
-        self.rules = rules
-        self.needs_body = any(rule.needs_body for rule in rules)
+class AnyOf(_Combination):
+    __slots__ = ()
 
     def check(self, request: RequestObject) -> bool:
         for rule in self.rules:
