@@ -1,4 +1,6 @@
-"""The Store interface every backend implements, and the values that cross it.
+"""The Store interface every backend implements, the values that cross it, and what the SQL backends
+share: the search statements (each backend spells only its own placeholders, collation and JSON
+conditions), the migration loop, the JSON path and number syntax.
 
 A store keeps the current version of each resource and every past version. All writes go through
 ``mutate``: the backend reads the current state, calls a pure function to decide the new body, and
@@ -10,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 log = logging.getLogger("fhirbox.storage")
 
-Status = Literal["active", "deleted"]
 Op = Literal["create", "update", "delete"]
 
 
@@ -55,7 +57,8 @@ Mutation = Callable[["Stored | None"], "dict[str, Any] | _Delete | _Unchanged"]
 
 class UnstorableValue(ValueError):
     """Raised by ``mutate`` for a body the backend cannot hold (PostgreSQL text cannot contain
-    U+0000); nothing is written. The API answers it as an invalid resource."""
+    U+0000); nothing is written. Nothing catches it: the caller of ``mutate`` gets the exception.
+    (The HTTP API refuses U+0000 in request documents, so a request body never gets this far.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,135 @@ def next_version(
     created_at = before.body.get("meta", {}).get("createdAt", when) if live and before else when
     stamp(body, type_, id_, version, when, created_at)
     return Stored(type_, id_, version, op, body)
+
+
+# -- what the SQL backends share -------------------------------------------------------------------
+# A key of a JSON path written into SQL text rather than bound (index definitions, purge).
+PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# A JSON number, as a search value is compared with numbers.
+JSON_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+# The column a Comparison's ``field`` compares, and the column a special SortKey sorts by.
+COLUMNS = {"id": "id", "lastUpdated": "updated"}
+SORT_COLUMNS: dict[tuple[str, ...], str] = {("_id",): "id", ("_lastUpdated",): "updated"}
+
+Steps = tuple[tuple[int, tuple[str, ...]], ...]
+
+
+def json_path(keys: Iterable[str]) -> str:
+    """An SQL/JSON path naming each of ``keys`` in quotes, as given: ``$."name"."family"``."""
+    return "$" + "".join(f'."{key}"' for key in keys)
+
+
+async def apply_migrations(
+    steps: Steps,
+    applied: Collection[int],
+    execute: Callable[..., Awaitable[object]],
+    record: str,
+    on_applied: Callable[[int], None],
+) -> None:
+    """Run, in order, each of ``steps`` whose version is not ``applied``: its statements, then
+    ``record`` (which stores the version and the time in ``schema_migrations``), then ``on_applied``.
+
+    The caller holds the transaction, and the lock, that make the whole run atomic and run once.
+    """
+    for version, statements in steps:
+        if version in applied:
+            continue
+        for statement in statements:
+            await execute(statement)
+        await execute(record, version, now_iso())
+        on_applied(version)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStatements:
+    """A search as two statements: the count of all matches, and one page of their bodies."""
+
+    count: str
+    count_params: list[Any]
+    select: str
+    select_params: list[Any]
+
+
+class SearchSql(ABC):
+    """Builds a search's statements: the same in every backend but for what a subclass spells its way.
+
+    Parameters are bound in the order their placeholders appear in the statement, so positional
+    (``?``) and numbered (``$1``) placeholders both work. One instance builds one search.
+    """
+
+    OPERATORS: ClassVar[Mapping[str, str]] = {
+        "eq": "=",
+        "ne": "<>",
+        "gt": ">",
+        "lt": "<",
+        "ge": ">=",
+        "le": "<=",
+    }
+    # The id column as compared and sorted (a backend may give it a collation).
+    ID: ClassVar[str] = "id"
+
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+
+    @abstractmethod
+    def bind(self, value: Any) -> str:
+        """Add ``value`` to the parameters; returns its placeholder."""
+
+    @abstractmethod
+    def ids(self, ids: Sequence[str]) -> str:
+        """The condition: ``id`` is one of ``ids``."""
+
+    @abstractmethod
+    def filter(self, flt: Filter) -> str:
+        """The condition for ``flt``."""
+
+    @abstractmethod
+    def order_by_path(self, key: SortKey, direction: str) -> str:
+        """The ORDER BY term for a sort on a JSON path."""
+
+    def comparison(self, comparison: Comparison) -> str | None:
+        """The condition; None when nothing can match, "" when everything does."""
+        column = self._column(COLUMNS[comparison.field])
+        return f"{column} {self.OPERATORS[comparison.op]} {self.bind(comparison.value)}"
+
+    def _column(self, column: str) -> str:
+        return self.ID if column == "id" else column
+
+    def _order(self, key: SortKey) -> str:
+        direction = "DESC" if key.descending else "ASC"
+        column = SORT_COLUMNS.get(key.path)
+        if column is not None:
+            return f"{self._column(column)} {direction}"
+        return self.order_by_path(key, direction)
+
+    def statements(self, type_: str, query: SearchQuery) -> SearchStatements | None:
+        """The statements for current, non-deleted ``type_`` resources matching ``query``; None when
+        nothing can match."""
+        where = [f"type = {self.bind(type_)}", f"op {self.OPERATORS['ne']} 'delete'"]
+        if query.ids:
+            where.append(self.ids(query.ids))
+        for comparison in query.comparisons:
+            condition = self.comparison(comparison)
+            if condition is None:
+                return None
+            if condition:
+                where.append(condition)
+        for flt in query.filters:
+            where.append(self.filter(flt))
+        where_sql = " AND ".join(where)
+        where_params = list(self.params)
+        order = [self._order(key) for key in query.sort]
+        order.append(f"updated ASC, {self.ID} ASC")
+        limit, offset = self.bind(query.limit), self.bind(query.offset)
+        # Only fixed SQL fragments are joined here; every value is a bound parameter.
+        return SearchStatements(
+            f"SELECT count(*) FROM resource WHERE {where_sql}",  # noqa: S608
+            where_params,
+            f"SELECT body FROM resource WHERE {where_sql} "  # noqa: S608
+            f"ORDER BY {', '.join(order)} LIMIT {limit} OFFSET {offset}",
+            self.params,
+        )
 
 
 ChangeListener = Callable[[str, str], None]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
-_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+from fhirbox.storage.base import PATH_KEY, Steps, json_path
 
 
 def sqlite_number_at(path: tuple[str, ...]) -> str:
     """SQL for the value at a JSON path (fixed keys only), written the way index definitions are."""
     _check(path)
-    return "json_extract(body, '$" + "".join(f'."{key}"' for key in path) + "')"
+    return "json_extract(body, '" + json_path(path) + "')"
 
 
 def postgres_number_at(path: tuple[str, ...]) -> str:
@@ -21,7 +19,7 @@ def postgres_number_at(path: tuple[str, ...]) -> str:
 
 
 def _check(path: tuple[str, ...]) -> None:
-    if not path or not all(_KEY.match(key) for key in path):
+    if not path or not all(PATH_KEY.match(key) for key in path):
         raise ValueError(f"invalid JSON path {path!r}: keys are letters, digits, _ and -")
 
 
@@ -30,7 +28,7 @@ PURGE_AFTER = ("purge_after",)
 PURGE_AFTER_SQLITE = sqlite_number_at(PURGE_AFTER)
 PURGE_AFTER_POSTGRES = postgres_number_at(PURGE_AFTER)
 
-SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
+SQLITE: Steps = (
     (
         1,
         (
@@ -57,7 +55,7 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
     ),
 )
 
-POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
+POSTGRES: Steps = (
     (
         1,
         (
@@ -81,6 +79,3 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
 )
-
-LATEST_SQLITE = SQLITE[-1][0]
-LATEST_POSTGRES = POSTGRES[-1][0]

@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,16 +23,20 @@ import orjson
 
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
+    JSON_NUMBER,
     Comparison,
     Filter,
     Mutation,
     MutationResult,
     SearchQuery,
     SearchResult,
+    SearchSql,
     SortKey,
     Store,
     Stored,
     UnstorableValue,
+    apply_migrations,
+    json_path,
     next_version,
     now_iso,
 )
@@ -50,9 +53,6 @@ LISTENER_CHECK_INTERVAL = 5.0
 # reported again: a write stamps ``updated`` before it commits, so one committed during the gap can
 # carry an earlier time.
 REPLAY_MARGIN = timedelta(seconds=60)
-_COMPARISON_SQL = {"eq": "=", "ne": "<>", "gt": ">", "lt": "<", "ge": ">=", "le": "<="}
-_COLUMNS = {"id": "id", "lastUpdated": "updated"}
-_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 # PostgreSQL text (and so JSONB) cannot hold U+0000.
 _NUL_ERRORS = (
     asyncpg.exceptions.UntranslatableCharacterError,
@@ -70,12 +70,12 @@ def _row_to_stored(type_: str, id_: str, row: asyncpg.Record) -> Stored:
 
 def _path_literal(path: tuple[str, ...]) -> str:
     """A strict-free (lax) SQL/JSON path naming the keys of ``path``, each quoted."""
-    return "$" + "".join('."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in path)
+    return json_path(key.replace("\\", "\\\\").replace('"', '\\"') for key in path)
 
 
 def _number(text: str) -> str | None:
     """``text`` as a JSON path number literal when it is a finite JSON number, else None."""
-    if not _NUMBER.match(text):
+    if not JSON_NUMBER.match(text):
         return None
     value = float(text)
     if not math.isfinite(value):
@@ -95,15 +95,38 @@ def _filter_path(flt: Filter) -> str:
     return f"{_path_literal(flt.path)} ? ({' || '.join(choices)})"
 
 
-class _Sql:
-    """Collects a WHERE clause and its bound parameters."""
+class _SearchSql(SearchSql):
+    """PostgreSQL's spelling of a search: numbered placeholders, ids compared and sorted bytewise
+    (``COLLATE "C"``, as SQLite does), JSON paths matched by ``@?`` and sorted the way SQLite sorts."""
 
-    def __init__(self, *params: Any) -> None:
-        self.params: list[Any] = list(params)
+    ID = 'id COLLATE "C"'
 
     def bind(self, value: Any) -> str:
         self.params.append(value)
         return f"${len(self.params)}"
+
+    def ids(self, ids: Sequence[str]) -> str:
+        return f"id = ANY({self.bind(list(ids))}::text[])"
+
+    def filter(self, flt: Filter) -> str:
+        # `@?` with a path bound as a parameter can use the GIN (jsonb_path_ops) index.
+        return f"body @? {self.bind(_filter_path(flt))}::jsonpath"
+
+    def comparison(self, comparison: Comparison) -> str | None:
+        if _has_nul(comparison.value):
+            # Stored text cannot contain U+0000, so only "not equal" can hold, and it always does.
+            return "" if comparison.op == "ne" else None
+        return super().comparison(comparison)
+
+    def order_by_path(self, key: SortKey, direction: str) -> str:
+        """Sort like SQLite does: missing and null first, then numbers (and booleans), then text."""
+        nulls = "NULLS LAST" if key.descending else "NULLS FIRST"
+        value = f"(body #> {self.bind(list(key.path))}::text[])"
+        rank = (
+            f"CASE coalesce(jsonb_typeof({value}), 'null') WHEN 'null' THEN NULL WHEN 'number' THEN 1 "
+            "WHEN 'boolean' THEN 1 WHEN 'string' THEN 2 ELSE 3 END"
+        )
+        return f"{rank} {direction} {nulls}, {value} {direction} {nulls}"
 
 
 class PostgresStore(Store):
@@ -168,13 +191,13 @@ class PostgresStore(Store):
                 "(version INTEGER PRIMARY KEY, applied TEXT NOT NULL)"
             )
             done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-            for version, statements in migrations.POSTGRES:
-                if version in done:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", version, now_iso())
-                log.info("applied PostgreSQL migration %d in schema %s", version, schema)
+            await apply_migrations(
+                migrations.POSTGRES,
+                done,
+                conn.execute,
+                "INSERT INTO schema_migrations VALUES ($1, $2)",
+                lambda version: log.info("applied PostgreSQL migration %d in schema %s", version, schema),
+            )
         return str(schema)
 
     @asynccontextmanager
@@ -224,60 +247,15 @@ class PostgresStore(Store):
         return [_row_to_stored(type_, id_, row) for row in rows], int(total)
 
     async def search(self, type_: str, query: SearchQuery) -> SearchResult:
-        sql = _Sql(type_)
-        where = ["type = $1", "op <> 'delete'"]
         if _has_nul(type_, *query.ids, *(flt.value for flt in query.filters)):
             return SearchResult([], 0)  # nothing stored can contain U+0000
-        if query.ids:
-            where.append(f"id = ANY({sql.bind(list(query.ids))}::text[])")
-        for comparison in query.comparisons:
-            condition = self._comparison(comparison, sql)
-            if condition is None:
-                return SearchResult([], 0)
-            if condition:
-                where.append(condition)
-        for flt in query.filters:
-            # `@?` with a path bound as a parameter can use the GIN (jsonb_path_ops) index.
-            where.append(f"body @? {sql.bind(_filter_path(flt))}::jsonpath")
-        where_sql = " AND ".join(where)
-        filter_params = list(sql.params)
-        order = [self._order(key, sql) for key in query.sort]
-        order.append('updated ASC, id COLLATE "C" ASC')
-        limit, offset = sql.bind(query.limit), sql.bind(query.offset)
+        sql = _SearchSql().statements(type_, query)
+        if sql is None:
+            return SearchResult([], 0)
         async with self._connection() as conn:
-            total = await conn.fetchval(f"SELECT count(*) FROM resource WHERE {where_sql}", *filter_params)  # noqa: S608
-            rows = await conn.fetch(
-                f"SELECT body FROM resource WHERE {where_sql} "  # noqa: S608
-                f"ORDER BY {', '.join(order)} LIMIT {limit} OFFSET {offset}",
-                *sql.params,
-            )
+            total = await conn.fetchval(sql.count, *sql.count_params)
+            rows = await conn.fetch(sql.select, *sql.select_params)
         return SearchResult([orjson.loads(row["body"]) for row in rows], int(total))
-
-    @staticmethod
-    def _comparison(comparison: Comparison, sql: _Sql) -> str | None:
-        """The SQL condition; None when nothing can match, "" when everything does."""
-        if _has_nul(comparison.value):
-            # Stored text cannot contain U+0000, so only "not equal" can hold, and it always does.
-            return "" if comparison.op == "ne" else None
-        column = _COLUMNS[comparison.field]
-        collate = ' COLLATE "C"' if column == "id" else ""
-        return f"{column}{collate} {_COMPARISON_SQL[comparison.op]} {sql.bind(comparison.value)}"
-
-    @staticmethod
-    def _order(key: SortKey, sql: _Sql) -> str:
-        """Sort like SQLite does: missing and null first, then numbers (and booleans), then text."""
-        direction = "DESC" if key.descending else "ASC"
-        nulls = "NULLS LAST" if key.descending else "NULLS FIRST"
-        if key.path == ("_id",):
-            return f'id COLLATE "C" {direction}'
-        if key.path == ("_lastUpdated",):
-            return f"updated {direction}"
-        value = f"(body #> {sql.bind(list(key.path))}::text[])"
-        rank = (
-            f"CASE coalesce(jsonb_typeof({value}), 'null') WHEN 'null' THEN NULL WHEN 'number' THEN 1 "
-            "WHEN 'boolean' THEN 1 WHEN 'string' THEN 2 ELSE 3 END"
-        )
-        return f"{rank} {direction} {nulls}, {value} {direction} {nulls}"
 
     # -- writes ----------------------------------------------------------------------------------
     async def _mutate(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:

@@ -18,7 +18,7 @@ import queue
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,13 +27,18 @@ import orjson
 
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
+    JSON_NUMBER,
     Filter,
     Mutation,
     MutationResult,
     SearchQuery,
     SearchResult,
+    SearchSql,
+    SortKey,
     Store,
     Stored,
+    apply_migrations,
+    json_path,
     next_version,
     now_iso,
 )
@@ -70,14 +75,7 @@ class _Work:
 
 
 _Job = _Write | _Work
-_COMPARISON_SQL = {"eq": "=", "ne": "!=", "gt": ">", "lt": "<", "ge": ">=", "le": "<="}
-_COLUMNS = {"id": "id", "lastUpdated": "updated"}
-_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _INTEGER = re.compile(r"^-?[0-9]+$")
-
-
-def json_path(path: tuple[str, ...]) -> str:
-    return "$" + "".join(f'."{key}"' for key in path)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -96,7 +94,7 @@ def _row_to_stored(type_: str, id_: str, row: tuple[Any, ...]) -> Stored:
 
 def _number(text: str) -> int | float | None:
     """``text`` as a number SQLite can bind when it is a finite JSON number, else None."""
-    if not _NUMBER.match(text):
+    if not JSON_NUMBER.match(text):
         return None
     if _INTEGER.match(text):
         number = int(text)
@@ -140,6 +138,28 @@ def _filter_sql(flt: Filter) -> tuple[str, list[Any]]:
     return sql, [*path_params, *params]
 
 
+class _SearchSql(SearchSql):
+    """SQLite's spelling of a search: positional placeholders."""
+
+    OPERATORS = {**SearchSql.OPERATORS, "ne": "!="}
+
+    def bind(self, value: Any) -> str:
+        self.params.append(value)
+        return "?"
+
+    def ids(self, ids: Sequence[str]) -> str:
+        self.params.extend(ids)
+        return f"id IN ({', '.join('?' for _ in ids)})"
+
+    def filter(self, flt: Filter) -> str:
+        sql, params = _filter_sql(flt)
+        self.params.extend(params)
+        return sql
+
+    def order_by_path(self, key: SortKey, direction: str) -> str:
+        return f"json_extract(body, {self.bind(json_path(key.path))}) {direction}"
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -165,7 +185,7 @@ class SQLiteStore(Store):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
         writer = _connect(self.path)
-        self._migrate(writer)
+        await self._migrate(writer)
         self._reader = _connect(self.path)
         self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="fhirbox-writer")
         self._thread.daemon = True
@@ -195,20 +215,23 @@ class SQLiteStore(Store):
         return self._reader
 
     @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
+    async def _migrate(conn: sqlite3.Connection) -> None:
+        async def execute(statement: str, *params: Any) -> None:
+            conn.execute(statement, params)
+
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT)"
             )
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, statements in migrations.SQLITE:
-                if version in done:
-                    continue
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now_iso()))
-                log.info("applied SQLite migration %d", version)
+            await apply_migrations(
+                migrations.SQLITE,
+                done,
+                execute,
+                "INSERT INTO schema_migrations VALUES (?, ?)",
+                lambda version: log.info("applied SQLite migration %d", version),
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -241,37 +264,12 @@ class SQLiteStore(Store):
         return [_row_to_stored(type_, id_, row) for row in rows], total
 
     async def search(self, type_: str, query: SearchQuery) -> SearchResult:
-        where = ["type = ?", "op != 'delete'"]
-        params: list[Any] = [type_]
-        if query.ids:
-            where.append(f"id IN ({', '.join('?' for _ in query.ids)})")
-            params.extend(query.ids)
-        for comparison in query.comparisons:
-            where.append(f"{_COLUMNS[comparison.field]} {_COMPARISON_SQL[comparison.op]} ?")
-            params.append(comparison.value)
-        for flt in query.filters:
-            sql, flt_params = _filter_sql(flt)
-            where.append(sql)
-            params.extend(flt_params)
-        where_sql = " AND ".join(where)
-        order: list[str] = []
-        order_params: list[Any] = []
-        for key in query.sort:
-            direction = "DESC" if key.descending else "ASC"
-            if key.path == ("_id",):
-                order.append(f"id {direction}")
-            elif key.path == ("_lastUpdated",):
-                order.append(f"updated {direction}")
-            else:
-                order.append(f"json_extract(body, ?) {direction}")
-                order_params.append(json_path(key.path))
-        order.append("updated ASC, id ASC")
+        sql = _SearchSql().statements(type_, query)
+        if sql is None:
+            return SearchResult([], 0)
         conn = self._conn
-        total = conn.execute(f"SELECT count(*) FROM resource WHERE {where_sql}", params).fetchone()[0]  # noqa: S608
-        rows = conn.execute(
-            f"SELECT body FROM resource WHERE {where_sql} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?",  # noqa: S608
-            [*params, *order_params, query.limit, query.offset],
-        ).fetchall()
+        total = conn.execute(sql.count, sql.count_params).fetchone()[0]
+        rows = conn.execute(sql.select, sql.select_params).fetchall()
         return SearchResult([orjson.loads(row[0]) for row in rows], total)
 
     # -- writes ----------------------------------------------------------------------------------
