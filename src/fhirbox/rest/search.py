@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fhirbox.http.errors import HttpError
-from fhirbox.storage.base import Comparison, Filter, SearchQuery, SortKey
+from fhirbox.storage.base import PATH_KEY, Comparison, Filter, SearchQuery, SortKey
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
 MAX_PAGE = 1_000_000  # keeps offsets inside a 64-bit integer
-_PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
 _CONTROL = frozenset({"_count", "_page", "_sort", "_elements", "_id", "_lastUpdated", "_format", "_total"})
 
 
 def parse_path(text: str, what: str) -> tuple[str, ...]:
     keys = tuple(text.split("."))
-    if not all(_PATH_KEY.match(key) for key in keys):
+    if not all(PATH_KEY.match(key) for key in keys):
         raise HttpError(400, f"Invalid {what} {text!r}: use dotted field names like client.id")
     return keys
 
