@@ -26,8 +26,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Tests run in parallel on every CPU (pytest-xdist); PYTEST_WORKERS=0 runs them in this process (--pdb).
+PYTEST_WORKERS ?= auto
+
 test: lint
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench $(ARGS)

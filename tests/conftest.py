@@ -10,7 +10,24 @@ import pytest
 
 from fhirbox.app import App, create_app
 from fhirbox.settings import Settings
-from tests.support import ROOT, ROOT_SECRET, ServerProcess, postgres_base_url, postgres_schema_url
+from tests.support import (
+    ROOT,
+    ROOT_SECRET,
+    TEST_SIGNING_ALG,
+    ServerProcess,
+    postgres_base_url,
+    postgres_schema_url,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"signing_alg(alg): the test's apps and servers sign with alg, not {TEST_SIGNING_ALG}"
+    )
+    config.addinivalue_line(
+        "markers",
+        "product_signing_alg: the test's apps and servers get no signing_alg setting: the product's default",
+    )
 
 
 @pytest.fixture
@@ -36,12 +53,23 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def signing_alg(request: pytest.FixtureRequest) -> str | None:
+    """The test's signing algorithm: ``TEST_SIGNING_ALG``, the ``signing_alg`` marker's, or None (no
+    setting: the product's default) under the ``product_signing_alg`` marker."""
+    if request.node.get_closest_marker("product_signing_alg") is not None:
+        return None
+    marker = request.node.get_closest_marker("signing_alg")
+    return str(marker.args[0]) if marker is not None else TEST_SIGNING_ALG
+
+
+@pytest.fixture
+def settings(database_url: str, signing_alg: str | None) -> Settings:
     return Settings(
         database_url=database_url,
         root_client_secret=ROOT_SECRET,
         base_url="http://testserver",
         change_poll_interval=0.05,
+        **({"signing_alg": signing_alg} if signing_alg is not None else {}),
     )
 
 
@@ -73,12 +101,17 @@ async def root(app: App) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def server_factory(database_url: str) -> Iterator[Callable[..., ServerProcess]]:
-    """Starts real ``fhirbox serve`` processes on the test database; all are stopped afterwards."""
+def server_factory(
+    database_url: str, signing_alg: str | None, tmp_path: Path
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts real ``fhirbox serve`` processes on the test database; all are stopped afterwards.
+    Their logs are kept in the test's ``tmp_path``."""
     started: list[ServerProcess] = []
 
     def start(env: dict[str, str] | None = None, workers: int = 1, url: str | None = None) -> ServerProcess:
-        server = ServerProcess(url or database_url, env=env, workers=workers).start()
+        server = ServerProcess(
+            url or database_url, tmp_path, env=env, workers=workers, signing_alg=signing_alg
+        ).start()
         started.append(server)
         return server
 

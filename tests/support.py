@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,25 @@ ROOT_ID = "root"
 ROOT_SECRET = "root-test-secret"
 ROOT = (ROOT_ID, ROOT_SECRET)
 REPO = Path(__file__).resolve().parent.parent
+
+# Tests sign with ES256 unless they are about another algorithm: generating the RSA-2048 key of the
+# product's default RS256 costs ~0.25 s for every fresh database (every in-process app and server),
+# a P-256 key ~1 ms. Tests that need RS256 say so with ``@pytest.mark.signing_alg("RS256")``; tests
+# that check the product's default use ``@pytest.mark.product_signing_alg`` and get no setting at all.
+TEST_SIGNING_ALG = "ES256"
+
+# FHIRBOX_CHANGE_POLL_INTERVAL of the real server processes tests start.
+TEST_CHANGE_POLL_INTERVAL = 0.1
+# The README promises that a change made through one server process governs the others "within a
+# second" (at the default 0.25 s poll interval); test servers poll every 0.1 s, so on an idle machine
+# a change is seen after ~0.1-0.2 s. Tests wait up to this bound before failing: the promise plus a
+# margin for a loaded 2-core machine (another process can hold the CPU for a second), still far
+# below the "never" of a cache nobody invalidates, which is what these tests exist to catch.
+FRESHNESS_BOUND = 1.0 + 4.0
+
+# How long ``wait_until`` waits by default, and how often it tries.
+WAIT_TIMEOUT = 10.0
+WAIT_INTERVAL = 0.05
 
 
 def basic(client_id: str, secret: str) -> dict[str, str]:
@@ -72,79 +93,165 @@ def postgres_schema_url(base: str) -> Iterator[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that is free now, chosen below the kernel's ephemeral range (32768-60999 on
+    Linux) so that no outgoing connection of a concurrent test, worker or other test run grabs it
+    before the server binds it. Another server can still take it first: ``ServerProcess.start``
+    then retries on a new port."""
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+class _Poll:
+    """The deadline of one ``wait_until``: tries until it passes, once more after, then fails."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def done(self, value: Any, error: BaseException | None) -> bool:
+        if error is None and value:
+            return True
+        if time.monotonic() < self.deadline:
+            return False
+        last = f"{error!r}" if error is not None else f"{value!r}"
+        raise AssertionError(f"condition not met within {self.timeout}s (last: {last})") from error
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = WAIT_TIMEOUT,
+    interval: float = WAIT_INTERVAL,
+    retry_on: tuple[type[BaseException], ...] = (httpx.TransportError,),
+) -> Any:
+    """Call ``condition`` until it returns a truthy value, and return that; fail after ``timeout`` s.
+
+    The one way tests wait for something that happens elsewhere (another process, a background task,
+    the wall clock). ``retry_on`` exceptions (by default a connection refused, reset or timed out) count
+    as "not yet"; any other exception, an ``assert`` inside ``condition`` included, fails at once.
+    The condition is always tried at least once after the deadline, so a slow first try cannot fail it.
+    In an async test use ``await eventually(...)``, the same loop: sleeping here would block the event
+    loop that the in-process app and its background tasks run on.
+    """
+    poll = _Poll(timeout)
+    while True:
+        value: Any = None
+        error: BaseException | None = None
         try:
-            last = condition()
-        except Exception as exc:
-            last = exc
-        else:
-            if last:
-                return last
+            value = condition()
+        except retry_on as exc:
+            error = exc
+        if poll.done(value, error):
+            return value
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def eventually(
+    condition: Callable[[], Any] | Callable[[], Awaitable[Any]],
+    timeout: float = WAIT_TIMEOUT,
+    interval: float = WAIT_INTERVAL,
+    retry_on: tuple[type[BaseException], ...] = (httpx.TransportError,),
+) -> Any:
+    """``wait_until`` for async tests: ``condition`` may be a plain or an async function, and the
+    event loop keeps running between tries."""
+    poll = _Poll(timeout)
+    while True:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+        except retry_on as exc:
+            error = exc
+        if poll.done(value, error):
+            return value
+        await asyncio.sleep(interval)
+
+
+class _PortTaken(Exception):
+    """The server could not bind its port: someone took it between ``free_port`` and the bind."""
 
 
 class ServerProcess:
-    """A real ``fhirbox serve`` subprocess on a free loopback port."""
+    """A real ``fhirbox serve`` subprocess on a free loopback port, logging to ``log_dir``.
 
-    def __init__(self, database_url: str, env: dict[str, str] | None = None, workers: int = 1) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    It signs with ``signing_alg`` (``TEST_SIGNING_ALG`` unless given; ``None``: the product's default,
+    no ``FHIRBOX_SIGNING_ALG`` at all); ``env`` wins over every default here.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        signing_alg: str | None = TEST_SIGNING_ALG,
+    ) -> None:
         self.database_url = database_url
+        self.log_dir = log_dir
         self.env = {
             **os.environ,
             "FHIRBOX_ROOT_CLIENT_SECRET": ROOT_SECRET,
-            "FHIRBOX_CHANGE_POLL_INTERVAL": "0.1",
+            "FHIRBOX_CHANGE_POLL_INTERVAL": str(TEST_CHANGE_POLL_INTERVAL),
             "FHIRBOX_LOG_LEVEL": "warning",
-            **(env or {}),
         }
+        self.env.pop("FHIRBOX_SIGNING_ALG", None)
+        if signing_alg is not None:
+            self.env["FHIRBOX_SIGNING_ALG"] = signing_alg
+        self.env.update(env or {})
         self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fhirbox-test-{self.port}.log"
+        self._use_port(free_port())
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = self.log_dir / f"server-{port}-{uuid.uuid4().hex[:6]}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "fhirbox.cli", "serve",
-                "--port", str(self.port),
-                "--database", self.database_url,
-                "--workers", str(self.workers),
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )  # fmt: skip
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
-            return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
-
-        deadline = time.monotonic() + timeout
-        while True:
+        """Start and wait until ``/health`` answers; a port taken meanwhile is retried on a new one."""
+        for _ in range(5):
+            self._spawn()
             try:
-                if healthy():
-                    return self
-            except RuntimeError:
-                raise
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
+                wait_until(self._healthy, timeout=timeout)
+            except _PortTaken:
+                self._use_port(free_port())
+                continue
+            except AssertionError:
                 self.stop()
-                raise AssertionError(f"server did not become healthy: {self.output()}")
-            time.sleep(0.05)
+                raise AssertionError(f"server did not become healthy: {self.output()}") from None
+            return self
+        raise AssertionError(f"no free port after 5 tries: {self.output()}")
+
+    def _spawn(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "fhirbox.cli", "serve",
+                    "--port", str(self.port),
+                    "--database", self.database_url,
+                    "--workers", str(self.workers),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )  # fmt: skip
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            output = self.output()
+            if "address already in use" in output.lower():
+                raise _PortTaken(output)
+            raise RuntimeError(f"server exited with {self.proc.returncode}: {output}")
+        return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
 
     def output(self) -> str:
         try:

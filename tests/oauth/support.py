@@ -1,14 +1,11 @@
-"""Helpers for the OAuth tests: Clients, tokens and waiting on conditions in async tests."""
+"""Helpers for the OAuth tests: Clients and tokens."""
 
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote_plus
 
-import anyio
 import httpx
 
 from tests.support import ROOT
@@ -47,15 +44,3 @@ async def get_token(http: httpx.AsyncClient, client_id: str, **params: str) -> d
     assert response.status_code == 200, response.text
     token: dict[str, Any] = response.json()
     return token
-
-
-async def eventually(condition: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Poll an async ``condition`` until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await condition()
-        if last:
-            return last
-        await anyio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")

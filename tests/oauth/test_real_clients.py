@@ -72,6 +72,7 @@ def test_requests_oauthlib_backend_application_client(
     assert authenticated(session.get(f"{api.url}/Patient/pt-1").status_code)
 
 
+@pytest.mark.signing_alg("RS256")
 def test_pyjwt_jwk_client_verifies_tokens_through_the_jwks(api: ServerProcess) -> None:
     with api.client() as http:
         token = http.post(

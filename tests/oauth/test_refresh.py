@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from tests.oauth.support import SECRET, bearer, client_body, eventually, form_basic, get_token, put_client
-from tests.support import ROOT
+from tests.oauth.support import SECRET, bearer, client_body, form_basic, get_token, put_client
+from tests.support import ROOT, eventually
 
 
 async def refresh(http: httpx.AsyncClient, client_id: str, token: str) -> httpx.Response:
@@ -36,7 +36,7 @@ async def test_refresh_rotates_both_tokens_in_the_same_session(
     assert new["expires_in"] == 3600
     assert (await session_of(client))["active"] is True
     # The Session accepts only its latest access token. (An RS256 JWT refreshed within the same second
-    # has the same claims, hence is the same token, as its predecessor.)
+    # has the same claims, hence is the same token, as its predecessor; ES256 signatures differ.)
     if new["access_token"] != refreshing["access_token"]:
         old = await client.get("/Patient", headers=bearer(refreshing["access_token"]))
         assert old.status_code == 401
@@ -103,7 +103,7 @@ async def test_expired_refresh_token_is_invalid_grant(client: httpx.AsyncClient)
         response = await refresh(client, "api-client", token["refresh_token"])
         return response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
-    assert await eventually(expired, timeout=5)
+    assert await eventually(expired)
 
 
 async def test_refresh_token_expiration_slides_from_last_use(client: httpx.AsyncClient) -> None:
@@ -118,5 +118,5 @@ async def test_refresh_token_expiration_slides_from_last_use(client: httpx.Async
         session = await session_of(client)
         return session if session["refresh_token_exp"] > first else None
 
-    session = await eventually(later, timeout=5)
+    session = await eventually(later)
     assert session["refresh_token_exp"] > first

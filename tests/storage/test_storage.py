@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from fhirbox.storage.base import (
     Stored,
     UnstorableValue,
 )
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -31,18 +31,6 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Like ``wait_until``, but yields to the event loop so the stores under test keep running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
-        await asyncio.sleep(0.02)
 
 
 def put(body: dict[str, Any]) -> Callable[[Stored | None], dict[str, Any]]:
@@ -347,19 +335,18 @@ async def test_a_second_store_hears_the_first_ones_writes(database_url: str, sto
     try:
         # The feed may need a moment to start listening: write until it hears something.
         async def heard_warmup() -> bool:
+            if ("Client", "warmup") in heard:
+                return True
             await store.mutate("Client", "warmup", put({}))
-            await asyncio.sleep(0.1)
-            return ("Client", "warmup") in heard
+            return False
 
-        for _ in range(50):
-            if await heard_warmup():
-                break
+        await eventually(heard_warmup, interval=0.1)
         heard.clear()
         await store.mutate("Client", "c1", put({}))
-        await eventually(lambda: ("Client", "c1") in heard, timeout=5.0)
+        await eventually(lambda: ("Client", "c1") in heard)
         heard.clear()
         await store.mutate("Client", "c1", lambda current: DELETE)
-        await eventually(lambda: ("Client", "c1") in heard, timeout=5.0)
+        await eventually(lambda: ("Client", "c1") in heard)
     finally:
         await other.close()
 
@@ -425,17 +412,12 @@ async def test_the_change_feed_reconnects_after_losing_its_connection(
             )
             return bool(dropped)
 
-        for _ in range(100):
-            if await drop_feed():
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the change feed never connected")
+        await eventually(drop_feed)  # fails if the change feed never connects
         await store.mutate("Client", "during-gap", put({}))
-        await eventually(lambda: ("Client", "during-gap") in heard, timeout=10.0)
+        await eventually(lambda: ("Client", "during-gap") in heard)
         heard.clear()
         await store.mutate("Client", "after", put({}))
-        await eventually(lambda: ("Client", "after") in heard, timeout=10.0)
+        await eventually(lambda: ("Client", "after") in heard)
     finally:
         await admin.close()
         await other.close()
