@@ -14,6 +14,7 @@ from tests.support import (
     ROOT,
     ROOT_SECRET,
     TEST_SIGNING_ALG,
+    MovableClock,
     ServerProcess,
     postgres_base_url,
     postgres_schema_url,
@@ -74,9 +75,15 @@ def settings(database_url: str, signing_alg: str | None) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[App]:
+def clock() -> MovableClock:
+    """The in-process app's clock: the wall clock until a test moves it forward."""
+    return MovableClock()
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: MovableClock) -> AsyncIterator[App]:
     """The application in process, started and stopped around the test."""
-    application = create_app(settings)
+    application = create_app(settings, clock=clock)
     await application.startup()
     try:
         yield application

@@ -123,6 +123,20 @@ class _Poll:
         raise AssertionError(f"condition not met within {self.timeout}s (last: {last})") from error
 
 
+class MovableClock:
+    """A clock for the in-process app that reads the wall clock plus an offset tests can move forward,
+    so a test of an expiry takes no time."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 def wait_until(
     condition: Callable[[], Any],
     timeout: float = WAIT_TIMEOUT,

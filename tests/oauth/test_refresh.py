@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from tests.oauth.support import SECRET, bearer, client_body, form_basic, get_token, put_client
-from tests.support import ROOT, eventually
+from tests.support import ROOT, MovableClock
 
 
 async def refresh(http: httpx.AsyncClient, client_id: str, token: str) -> httpx.Response:
@@ -94,29 +94,24 @@ async def test_no_refresh_token_unless_enabled(client: httpx.AsyncClient) -> Non
     assert "refresh_token" not in await get_token(client, "plain")
 
 
-async def test_expired_refresh_token_is_invalid_grant(client: httpx.AsyncClient) -> None:
-    await put_client(client, "api-client", client_body(refresh_token=True, refresh_token_expiration=1))
+async def test_expired_refresh_token_is_invalid_grant(client: httpx.AsyncClient, clock: MovableClock) -> None:
+    await put_client(client, "api-client", client_body(refresh_token=True, refresh_token_expiration=60))
     token = await get_token(client, "api-client")
-    assert (await session_of(client))["refresh_token_exp"] - (await session_of(client))["exp"] < 0
-
-    async def expired() -> bool:
-        response = await refresh(client, "api-client", token["refresh_token"])
-        return response.status_code == 400 and response.json()["error"] == "invalid_grant"
-
-    assert await eventually(expired)
+    clock.advance(61)
+    response = await refresh(client, "api-client", token["refresh_token"])
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_grant", "error_description": "Refresh token expired"}
 
 
-async def test_refresh_token_expiration_slides_from_last_use(client: httpx.AsyncClient) -> None:
+async def test_refresh_token_expiration_slides_from_last_use(
+    client: httpx.AsyncClient, clock: MovableClock
+) -> None:
     await put_client(client, "api-client", client_body(refresh_token=True, refresh_token_expiration=100))
     token = await get_token(client, "api-client")
     first = (await session_of(client))["refresh_token_exp"]
-
-    async def later() -> dict[str, Any] | None:
-        response = await refresh(client, "api-client", token["refresh_token"])
-        assert response.status_code == 200
-        token["refresh_token"] = response.json()["refresh_token"]
-        session = await session_of(client)
-        return session if session["refresh_token_exp"] > first else None
-
-    session = await eventually(later)
-    assert session["refresh_token_exp"] > first
+    clock.advance(90)
+    response = await refresh(client, "api-client", token["refresh_token"])
+    assert response.status_code == 200, response.text
+    assert (await session_of(client))["refresh_token_exp"] >= first + 90
+    clock.advance(90)  # 180 s after the first token, 90 s after the last refresh
+    assert (await refresh(client, "api-client", response.json()["refresh_token"])).status_code == 200
