@@ -73,14 +73,6 @@ def create_app(
     policies = PolicyCache(store)
     authorizer = PolicyAuthorizer(policies)
 
-    # The server's own resource types, as the REST API writes and shows them.
-    rules = ResourceRules()
-    rules.on_write(client.CLIENT, prepare_client_write)
-    rules.hide_fields(client.CLIENT, *client.HIDDEN_FIELDS)
-    rules.hide_fields(session.SESSION, *session.HIDDEN_FIELDS)
-    rules.on_write(ACCESS_POLICY, check_access_policy)
-    rules.hide_type(KEY_TYPE)
-
     # The OAuth authorization server.
     grants: dict[str, Grant] = {
         "client_credentials": ClientCredentialsGrant(
@@ -94,6 +86,16 @@ def create_app(
     revocation = Revocation(store, clients, retention, clock)
     discovery = Discovery(keys, base_url, grant_types=list(grants))
     purge = SessionPurge(store, retention, clock)
+
+    # The server's own resource types, as the REST API writes and shows them. Sessions are written
+    # only by the OAuth endpoints; DELETE /Session/{id} closes one.
+    rules = ResourceRules()
+    rules.on_write(client.CLIENT, prepare_client_write)
+    rules.hide_fields(client.CLIENT, *client.HIDDEN_FIELDS)
+    rules.server_managed(session.SESSION, on_delete=revocation.close)
+    rules.hide_fields(session.SESSION, *session.HIDDEN_FIELDS)
+    rules.on_write(ACCESS_POLICY, check_access_policy)
+    rules.hide_type(KEY_TYPE)
 
     # Every route and the access it needs (Route.access; "policy" unless said).
     health = Health(store)

@@ -152,12 +152,12 @@ async def test_bad_last_updated_is_400(root: httpx.AsyncClient) -> None:
 
 
 async def test_equality_on_dotted_paths(root: httpx.AsyncClient) -> None:
-    await root.put("/Session/s1", json={"client": {"id": "api-client"}, "n": 5, "on": True})
-    await root.put("/Session/s2", json={"client": {"id": "other"}, "n": 6, "on": False})
-    assert ids(await search(root, "Session", **{"client.id": "api-client"})) == ["s1"]
-    assert ids(await search(root, "Session", n="6")) == ["s2"]
-    assert ids(await search(root, "Session", on="true")) == ["s1"]
-    assert (await search(root, "Session", **{"client.id": "nobody"}))["total"] == 0
+    await root.put("/Encounter/s1", json={"client": {"id": "api-client"}, "n": 5, "on": True})
+    await root.put("/Encounter/s2", json={"client": {"id": "other"}, "n": 6, "on": False})
+    assert ids(await search(root, "Encounter", **{"client.id": "api-client"})) == ["s1"]
+    assert ids(await search(root, "Encounter", n="6")) == ["s2"]
+    assert ids(await search(root, "Encounter", on="true")) == ["s1"]
+    assert (await search(root, "Encounter", **{"client.id": "nobody"}))["total"] == 0
 
 
 async def test_equality_matches_any_element_of_an_array(root: httpx.AsyncClient) -> None:

@@ -13,7 +13,7 @@ from fhirbox.oauth.client_auth import authenticate_client, read_oauth_request
 from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError, UnauthorizedClient
 from fhirbox.oauth.sessions import close_session
 from fhirbox.oauth.token_formats import session_id_of, token_hash
-from fhirbox.storage.base import Store
+from fhirbox.storage.base import Store, Stored
 
 
 class Revocation:
@@ -22,6 +22,16 @@ class Revocation:
         self.clients = clients
         self.retention = retention
         self.clock = clock
+
+    async def close(self, session_id: str) -> Stored | None:
+        """``DELETE /Session/{id}``: close that Session (its tokens stop at once); None if it never was."""
+        return await close_session(
+            self.store,
+            session_id,
+            "closed by DELETE /Session/{id}",
+            now=self.clock(),
+            retention=self.retention,
+        )
 
     async def delete_session(self, request: Request, principal: Principal | None) -> Response:
         """``DELETE /Session``: close the Session of the bearer token that authenticates the call."""

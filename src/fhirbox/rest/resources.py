@@ -12,7 +12,7 @@ from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, empty, render
 from fhirbox.http.routing import Route, Router
 from fhirbox.rest.patch import apply_patch
-from fhirbox.rest.rules import ResourceRules
+from fhirbox.rest.rules import ManagedDelete, ResourceRules
 from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, MAX_PAGE, SearchRequest, positive_int, searchset
 from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, Store, Stored
 
@@ -71,8 +71,19 @@ class ResourceApi:
             raise HttpError(404, f"Unknown resource type {type_!r}")
         return type_
 
-    def target(self, request: Request, *, writing: bool = False) -> tuple[str, str]:
+    def writable_type(self, request: Request) -> str:
+        """The route's type, unless only the server writes it (405)."""
         type_ = self.resource_type(request)
+        if self.rules.is_server_managed(type_):
+            raise HttpError(
+                405,
+                f"{type_} resources are managed by the server and cannot be written through the API",
+                headers={"Allow": "GET, DELETE" if self.rules.managed_delete(type_) else "GET"},
+            )
+        return type_
+
+    def target(self, request: Request, *, writing: bool = False) -> tuple[str, str]:
+        type_ = self.writable_type(request) if writing else self.resource_type(request)
         id_ = request.path_params["id"]
         if not ID_PATTERN.match(id_):
             if writing:
@@ -144,7 +155,7 @@ class ResourceApi:
         return self.respond(request, 201 if result.created else 200, result.after)
 
     async def create(self, request: Request, principal: Principal | None) -> Response:
-        type_ = self.resource_type(request)
+        type_ = self.writable_type(request)
         body = await self.incoming(request, type_)
         id_ = body.get("id")
         if id_ is None:
@@ -220,6 +231,10 @@ class ResourceApi:
         raise HttpError(409, f"Resource {type_}/{id_} is changing too often to patch; retry")
 
     async def delete(self, request: Request, principal: Principal | None) -> Response:
+        type_ = self.resource_type(request)
+        managed_delete = self.rules.managed_delete(type_)
+        if managed_delete is not None:
+            return await self.delete_managed(request, managed_delete)
         type_, id_ = self.target(request, writing=True)
         if_match = request.headers.get("if-match")
 
@@ -233,6 +248,14 @@ class ResourceApi:
         if result.after is None or result.after is result.before:
             return empty(204)
         return self.respond(request, 200, result.after)
+
+    async def delete_managed(self, request: Request, managed_delete: ManagedDelete) -> Response:
+        """DELETE of a server-managed type: the server ends it its own way (a Session is closed)."""
+        type_, id_ = self.target(request)
+        stored = await managed_delete(id_)
+        if stored is None or stored.deleted:
+            raise HttpError(404, f"Resource {type_}/{id_} not found")
+        return self.respond(request, 200, stored)
 
     async def search(self, request: Request, principal: Principal | None) -> Response:
         type_ = self.resource_type(request)

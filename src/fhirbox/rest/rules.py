@@ -1,5 +1,5 @@
-"""Per-type rules that features add to the generic REST API: checks and preparation before a write,
-fields that are never shown, and types that are internal to the server."""
+"""Per-type rules of the generic REST API: checks and preparation before a write, fields that are never
+shown, types only the server writes, and types that are internal to the server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 from fhirbox.storage.base import Stored
 
 WriteHook = Callable[[dict[str, Any]], Awaitable[None]]
+# Ends the resource with this id the server's way; returns it as stored afterwards, None if absent.
+ManagedDelete = Callable[[str], Awaitable[Stored | None]]
 
 
 class ResourceRules:
@@ -16,6 +18,7 @@ class ResourceRules:
         self._hooks: dict[str, list[WriteHook]] = {}
         self._hidden: dict[str, tuple[str, ...]] = {}
         self.internal_types: set[str] = set()
+        self._managed: dict[str, ManagedDelete | None] = {}
 
     def on_write(self, type_: str, hook: WriteHook) -> None:
         """Run ``hook(body)`` before every write of ``type_``; it may change the body or raise a 422."""
@@ -28,6 +31,17 @@ class ResourceRules:
     def hide_type(self, type_: str) -> None:
         """Keep ``type_`` out of the REST API entirely (server-internal data)."""
         self.internal_types.add(type_)
+
+    def server_managed(self, type_: str, on_delete: ManagedDelete | None = None) -> None:
+        """Only the server writes ``type_``: PUT, POST and PATCH answer 405, whoever asks; DELETE runs
+        ``on_delete`` (e.g. closing a Session) or answers 405 without one. Reads stay as they are."""
+        self._managed[type_] = on_delete
+
+    def is_server_managed(self, type_: str) -> bool:
+        return type_ in self._managed
+
+    def managed_delete(self, type_: str) -> ManagedDelete | None:
+        return self._managed.get(type_)
 
     def has_write_hooks(self, type_: str) -> bool:
         return bool(self._hooks.get(type_))
