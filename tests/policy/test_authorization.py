@@ -241,3 +241,26 @@ async def test_invalid_stored_policy_denies_instead_of_failing(app: App, api_cli
     response = await reader.get("/Patient")
     assert response.status_code == 403
     assert response.json() == FORBIDDEN
+
+
+async def test_route_parameters_cannot_come_from_the_query_string(
+    root: httpx.AsyncClient, api_client: ClientMaker
+) -> None:
+    """A policy for one Patient id must not let its client create Patients by naming the id in the query."""
+    writer = await api_client("pt-1-writer")
+    link = [{"reference": "Client/pt-1-writer"}]
+    policy = {
+        "engine": "matcho",
+        "link": link,
+        "matcho": {"params": {"resource/type": "Patient", "resource/id": "pt-1"}},
+    }
+    assert (await root.put("/AccessPolicy/pt-1-only", json=policy)).status_code == 201
+    assert (await writer.put("/Patient/pt-1", json={})).status_code == 201
+    assert (await writer.put("/Patient/pt-2", json={})).status_code == 403
+    for query in ("resource/id=pt-1", "resource%2Fid=pt-1", "%72esource/id=pt-1", "resource/type=Patient"):
+        response = await writer.post(f"/Patient?{query}", json={})
+        assert response.status_code == 400, (query, response.text)
+        assert response.json()["resourceType"] == "OperationOutcome"
+        assert "resource/" in response.json()["issue"][0]["diagnostics"]
+    assert (await root.get("/Patient?vid=1")).status_code == 400
+    assert (await root.get("/Patient")).json()["total"] == 1

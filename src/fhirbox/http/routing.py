@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from fhirbox.http.request import Request
     from fhirbox.http.responses import Response
 
+# Route parameters as a request's ``params`` name them (Aidbox's names); others keep their own.
+PARAM_KEYS = {"type": "resource/type", "id": "resource/id"}
+
 Handler = Callable[["Request", "Principal | None"], Awaitable["Response"]]
 
 
@@ -63,6 +66,18 @@ class Router:
                 return
         patterns.append(_Pattern(segments, {method: route}))
         patterns.sort(key=lambda p: -p.literal_count)
+
+    @property
+    def param_keys(self) -> frozenset[str]:
+        """Every ``params`` key a route sets (``resource/type``, ``resource/id``, ``vid``): only the
+        matched route may set them, never a query string."""
+        return frozenset(
+            PARAM_KEYS.get(segment[1:-1], segment[1:-1])
+            for patterns in self._patterns.values()
+            for pattern in patterns
+            for segment in pattern.segments
+            if segment.startswith("{")
+        )
 
     def constrain(self, name: str, pattern: re.Pattern[str]) -> None:
         """Let ``{name}`` match only segments that ``pattern`` matches (e.g. resource type names)."""

@@ -13,6 +13,7 @@ from typing import Any
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
+from fhirbox.http.routing import PARAM_KEYS
 
 # Every key a request object can have (Aidbox's names).
 KEYS = (
@@ -31,8 +32,6 @@ KEYS = (
     "scope",
 )
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# Route parameters under Aidbox's names; other route parameters keep their own.
-ROUTE_PARAMS = {"type": "resource/type", "id": "resource/id"}
 _UNSET: Any = object()
 # Credentials never shown to policies, even as hashes.
 _HIDDEN_HEADERS = ("authorization",)
@@ -184,7 +183,7 @@ def _params(view: RequestView) -> dict[str, Any]:
             else:
                 params[name] = [previous, value]
     for name, value in view.request.path_params.items():
-        params[ROUTE_PARAMS.get(name, name)] = value
+        params[PARAM_KEYS.get(name, name)] = value
     return params
 
 
