@@ -14,7 +14,7 @@ from typing import Any
 from fhirbox.auth.authenticate import Authenticator
 from fhirbox.auth.basic import BasicAuth
 from fhirbox.auth.client_directory import ClientDirectory, prepare_client_write
-from fhirbox.auth.root import RootClient
+from fhirbox.auth.root import RootClient, root_guard
 from fhirbox.auth.secrets import SecretVerifier
 from fhirbox.clock import Clock, system_clock
 from fhirbox.health import Health
@@ -88,9 +88,12 @@ def create_app(
     purge = SessionPurge(store, retention, clock)
 
     # The server's own resource types, as the REST API writes and shows them. Sessions are written
-    # only by the OAuth endpoints; DELETE /Session/{id} closes one.
+    # only by the OAuth endpoints; DELETE /Session/{id} closes one. Deleting or deactivating a Client
+    # closes its Sessions; the root client cannot be deleted or deactivated.
     rules = ResourceRules()
     rules.on_write(client.CLIENT, prepare_client_write)
+    rules.guard(client.CLIENT, root_guard(settings.root_client_id))
+    rules.after_write(client.CLIENT, revocation.client_written)
     rules.hide_fields(client.CLIENT, *client.HIDDEN_FIELDS)
     rules.server_managed(session.SESSION, on_delete=revocation.close)
     rules.hide_fields(session.SESSION, *session.HIDDEN_FIELDS)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from fhirbox.auth.secrets import hash_secret, verify_secret
+from fhirbox.http.errors import HttpError
 from fhirbox.models.client import CLIENT, Client
 from fhirbox.storage.base import Store, Stored
 
@@ -40,6 +42,20 @@ async def ensure_root_client(store: Store, client_id: str, secret: str | None) -
 
     await store.mutate(CLIENT, client_id, mutation)
     return generated
+
+
+def root_guard(root_client_id: str) -> Callable[[str, dict[str, Any] | None], None]:
+    """A write guard for Clients: the root client cannot be deleted or deactivated through the API."""
+
+    def guard(client_id: str, body: dict[str, Any] | None) -> None:
+        if client_id != root_client_id:
+            return
+        if body is None:
+            raise HttpError(409, "The root client cannot be deleted")
+        if body.get("active") is False:
+            raise HttpError(409, "The root client cannot be deactivated")
+
+    return guard
 
 
 def _is_root_shaped(client: Client) -> bool:

@@ -8,10 +8,11 @@ from fhirbox.clock import Clock
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, empty, render
+from fhirbox.models.client import Client
 from fhirbox.models.session import SESSION, Session
 from fhirbox.oauth.client_auth import authenticate_client, read_oauth_request
 from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError, UnauthorizedClient
-from fhirbox.oauth.sessions import close_session
+from fhirbox.oauth.sessions import close_client_sessions, close_session
 from fhirbox.oauth.token_formats import session_id_of, token_hash
 from fhirbox.storage.base import Store, Stored
 
@@ -32,6 +33,23 @@ class Revocation:
             now=self.clock(),
             retention=self.retention,
         )
+
+    async def client_written(self, before: Stored | None, after: Stored) -> None:
+        """Closing is final: when a Client is deleted or deactivated its Sessions are closed, and when
+        one comes (back) to life, any Session left open from before is closed too, so no token of an
+        earlier incarnation of that id ever works again."""
+        was_live = before is not None and Client(before).is_active
+        is_live = Client(after).is_active
+        if was_live and is_live:
+            return
+        reason = (
+            "client deleted"
+            if after.deleted
+            else "client deactivated"
+            if not is_live
+            else "client re-created"
+        )
+        await close_client_sessions(self.store, after.id, reason, now=self.clock(), retention=self.retention)
 
     async def delete_session(self, request: Request, principal: Principal | None) -> Response:
         """``DELETE /Session``: close the Session of the bearer token that authenticates the call."""

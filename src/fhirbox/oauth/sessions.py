@@ -15,9 +15,11 @@ from typing import Any
 
 from fhirbox.clock import Clock
 from fhirbox.models.session import SESSION, Session
-from fhirbox.storage.base import UNCHANGED, Store, Stored
+from fhirbox.storage.base import UNCHANGED, Filter, SearchQuery, Store, Stored
 
 log = logging.getLogger("fhirbox.oauth.sessions")
+
+_CLOSE_PAGE = 500
 
 
 @dataclass(slots=True)
@@ -106,6 +108,23 @@ async def close_session(
 
     result = await store.mutate(SESSION, session_id, end)
     return result.after
+
+
+async def close_client_sessions(
+    store: Store, client_id: str, reason: str, *, now: float, retention: int
+) -> int:
+    """Close every active Session of ``client_id``; the number closed."""
+    query = SearchQuery(
+        filters=(Filter(("client", "id"), client_id), Filter(("active",), "true")), limit=_CLOSE_PAGE
+    )
+    closed = 0
+    while True:
+        page = await store.search(SESSION, query)
+        for body in page.resources:
+            after = await close_session(store, str(body["id"]), reason, now=now, retention=retention)
+            closed += after is not None and after.body.get("end_reason") == reason
+        if len(page.resources) < _CLOSE_PAGE:
+            return closed
 
 
 class SessionPurge:

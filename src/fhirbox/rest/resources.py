@@ -148,10 +148,12 @@ class ResourceApi:
         type_, id_ = self.target(request, writing=True)
         body = await self.incoming(request, type_)
         body["id"] = id_
+        self.rules.check_guards(type_, id_, body)
         result = await self.store.mutate(
             type_, id_, self.writer(type_, body, request.headers.get("if-match"))
         )
         assert result.after is not None
+        await self.rules.written(type_, result.before, result.after)
         return self.respond(request, 201 if result.created else 200, result.after)
 
     async def create(self, request: Request, principal: Principal | None) -> Response:
@@ -163,6 +165,7 @@ class ResourceApi:
         elif not isinstance(id_, str) or not ID_PATTERN.match(id_):
             raise HttpError(422, f"Invalid id {id_!r}: use 1-64 of A-Z a-z 0-9 - .")
         body["id"] = id_
+        self.rules.check_guards(type_, id_, body)
 
         def mutation(current: Stored | None) -> dict[str, Any]:
             if current is not None and not current.deleted:
@@ -171,6 +174,7 @@ class ResourceApi:
 
         result = await self.store.mutate(type_, id_, mutation)
         assert result.after is not None
+        await self.rules.written(type_, result.before, result.after)
         location = f"{self.base_url}/{type_}/{id_}/_history/{result.after.version}"
         return self.respond(request, 201, result.after, {"Location": location})
 
@@ -188,6 +192,7 @@ class ResourceApi:
             raise HttpError(422, "A patch may not change resourceType or id")
         result.pop("meta", None)
         result.update(resourceType=type_, id=id_)
+        self.rules.check_guards(type_, id_, result)
         return result
 
     async def patch(self, request: Request, principal: Principal | None) -> Response:
@@ -204,6 +209,7 @@ class ResourceApi:
 
             result = await self.store.mutate(type_, id_, in_place)
             assert result.after is not None
+            await self.rules.written(type_, result.before, result.after)
             return self.respond(request, 200, result.after)
         # Write hooks are async (e.g. hashing a secret), so they cannot run inside the write: patch
         # optimistically and retry when another write got in between.
@@ -227,6 +233,7 @@ class ResourceApi:
             except _Raced:
                 continue
             assert result.after is not None
+            await self.rules.written(type_, result.before, result.after)
             return self.respond(request, 200, result.after)
         raise HttpError(409, f"Resource {type_}/{id_} is changing too often to patch; retry")
 
@@ -237,6 +244,7 @@ class ResourceApi:
             return await self.delete_managed(request, managed_delete)
         type_, id_ = self.target(request, writing=True)
         if_match = request.headers.get("if-match")
+        self.rules.check_guards(type_, id_, None)
 
         def mutation(current: Stored | None) -> Any:
             if current is None or current.deleted:
@@ -247,6 +255,7 @@ class ResourceApi:
         result = await self.store.mutate(type_, id_, mutation)
         if result.after is None or result.after is result.before:
             return empty(204)
+        await self.rules.written(type_, result.before, result.after)
         return self.respond(request, 200, result.after)
 
     async def delete_managed(self, request: Request, managed_delete: ManagedDelete) -> Response:

@@ -9,6 +9,10 @@ from typing import Any
 from fhirbox.storage.base import Stored
 
 WriteHook = Callable[[dict[str, Any]], Awaitable[None]]
+# Refuses (raises an HttpError) a write of ``id``: the new body, or None for a deletion.
+WriteGuard = Callable[[str, "dict[str, Any] | None"], None]
+# Runs after a write is committed, with the versions before and after it.
+AfterWrite = Callable[["Stored | None", Stored], Awaitable[None]]
 # Ends the resource with this id the server's way; returns it as stored afterwards, None if absent.
 ManagedDelete = Callable[[str], Awaitable[Stored | None]]
 
@@ -19,6 +23,8 @@ class ResourceRules:
         self._hidden: dict[str, tuple[str, ...]] = {}
         self.internal_types: set[str] = set()
         self._managed: dict[str, ManagedDelete | None] = {}
+        self._guards: dict[str, list[WriteGuard]] = {}
+        self._after: dict[str, list[AfterWrite]] = {}
 
     def on_write(self, type_: str, hook: WriteHook) -> None:
         """Run ``hook(body)`` before every write of ``type_``; it may change the body or raise a 422."""
@@ -31,6 +37,24 @@ class ResourceRules:
     def hide_type(self, type_: str) -> None:
         """Keep ``type_`` out of the REST API entirely (server-internal data)."""
         self.internal_types.add(type_)
+
+    def guard(self, type_: str, guard: WriteGuard) -> None:
+        """Run ``guard(id, body)`` before every write and deletion of ``type_`` (e.g. a 409)."""
+        self._guards.setdefault(type_, []).append(guard)
+
+    def after_write(self, type_: str, hook: AfterWrite) -> None:
+        """Run ``hook(before, after)`` once a write or deletion of ``type_`` through the API is committed."""
+        self._after.setdefault(type_, []).append(hook)
+
+    def check_guards(self, type_: str, id_: str, body: dict[str, Any] | None) -> None:
+        for guard in self._guards.get(type_, ()):
+            guard(id_, body)
+
+    async def written(self, type_: str, before: Stored | None, after: Stored | None) -> None:
+        if after is None or after is before:
+            return
+        for hook in self._after.get(type_, ()):
+            await hook(before, after)
 
     def server_managed(self, type_: str, on_delete: ManagedDelete | None = None) -> None:
         """Only the server writes ``type_``: PUT, POST and PATCH answer 405, whoever asks; DELETE runs
