@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import httpx
 import jwt
 import pytest
@@ -13,7 +15,7 @@ from authlib.integrations.requests_client import (  # type: ignore[import-untype
 from oauthlib.oauth2 import BackendApplicationClient  # type: ignore[import-untyped]
 from requests_oauthlib import OAuth2Session  # type: ignore[import-untyped]
 
-from tests.oauth.support import SECRET, client_body
+from tests.oauth.support import SECRET, client_body, form_basic
 from tests.support import ROOT, ServerProcess
 
 
@@ -86,3 +88,44 @@ def test_pyjwt_jwk_client_verifies_tokens_through_the_jwks(api: ServerProcess) -
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(tampered, key.key, algorithms=["RS256"], audience="https://rs.example")
+
+
+ODD_SECRET = "p+ss:w/rd%20é"
+
+
+@pytest.fixture
+def odd(server: ServerProcess) -> ServerProcess:
+    """A Client whose secret differs when form-urldecoded, usable with Basic on the API as well."""
+    with server.client(auth=ROOT) as http:
+        body = {"secret": ODD_SECRET, "grant_types": ["client_credentials", "basic"]}
+        assert http.put("/Client/odd-client", json=body).status_code == 201
+    return server
+
+
+def test_a_secret_with_reserved_characters_works_with_every_client(
+    odd: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """curl, requests and Authlib send Basic credentials as they are; RFC 6749 §2.3.1 form-urlencodes
+    them: both work at the token endpoint and on the API."""
+    token_url = f"{odd.url}/auth/token"
+    session = AuthlibSession("odd-client", ODD_SECRET, token_endpoint_auth_method="client_secret_basic")
+    assert session.fetch_token(token_url, grant_type="client_credentials")["access_token"]
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    oauthlib = OAuth2Session(client=BackendApplicationClient(client_id="odd-client"))
+    assert oauthlib.fetch_token(token_url, client_id="odd-client", client_secret=ODD_SECRET)["access_token"]
+    grant = {"grant_type": "client_credentials"}
+    raw = requests.post(token_url, data=grant, auth=("odd-client", ODD_SECRET), timeout=10)
+    assert raw.status_code == 200, raw.text
+    form = requests.post(token_url, data=grant, headers=form_basic("odd-client", ODD_SECRET), timeout=10)
+    assert form.status_code == 200, form.text
+    curl = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-u", f"odd-client:{ODD_SECRET}",
+         "-d", "grant_type=client_credentials", token_url],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert curl.stdout == "200", curl.stderr
+    for auth in ({"auth": ("odd-client", ODD_SECRET)}, {"headers": form_basic("odd-client", ODD_SECRET)}):
+        # 403, not 401: the client is authenticated and has no policy
+        assert requests.get(f"{odd.url}/Patient", timeout=10, **auth).status_code == 403  # type: ignore[arg-type]
+    wrong = requests.post(token_url, data=grant, auth=("odd-client", "p ss"), timeout=10)
+    assert wrong.status_code == 401

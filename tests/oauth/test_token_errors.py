@@ -187,3 +187,29 @@ async def test_token_endpoint_ignores_the_api_basic_scheme(api: httpx.AsyncClien
         "/auth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {raw}"}
     )
     assert response.status_code == 200
+
+
+async def test_repeated_json_key_is_invalid_request(api: httpx.AsyncClient) -> None:
+    body = '{"grant_type": "client_credentials", "client_id": "api-client", "client_id": "root", '
+    body += f'"client_secret": "{SECRET}"}}'
+    response = await api.post("/auth/token", content=body, headers={"Content-Type": "application/json"})
+    assert_oauth_error(response, "invalid_request")
+    assert "client_id" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize("field", ["audience", "scope", "grant_type", "x\x00"])
+async def test_nul_in_any_parameter_is_invalid_request(api: httpx.AsyncClient, field: str) -> None:
+    data = {"grant_type": "client_credentials", field: "a\x00b" if "\x00" not in field else "x"}
+    response = await api.post("/auth/token", data=data, headers=form_basic("api-client", SECRET))
+    assert_oauth_error(response, "invalid_request")
+    sessions = await api.get("/Session", auth=ROOT)
+    assert sessions.json()["total"] == 0
+
+
+async def test_error_description_echoes_client_input_only_as_printable_ascii(api: httpx.AsyncClient) -> None:
+    data = {"grant_type": 'weird-"grant"-ü\\'}
+    response = await api.post("/auth/token", data=data, headers=form_basic("api-client", SECRET))
+    assert_oauth_error(response, "unsupported_grant_type")
+    description = response.json()["error_description"]
+    assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
+    assert "weird-%22grant%22-%C3%BC%5C" in description

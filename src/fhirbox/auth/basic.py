@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from urllib.parse import unquote_plus
 
 from fhirbox.auth.authenticate import REALM, unauthorized
 from fhirbox.auth.client_directory import ClientDirectory
@@ -11,16 +12,31 @@ from fhirbox.auth.principal import Principal
 from fhirbox.http.request import Request
 
 
-def decode_basic(credentials: str) -> tuple[str, str] | None:
-    """``(id, secret)`` from the base64 part of a Basic header, or None when malformed."""
+def decode_basic(credentials: str) -> list[tuple[str, str]] | None:
+    """The ``(id, secret)`` readings of the base64 part of a Basic header, or None when malformed.
+
+    Clients disagree on RFC 6749 §2.3.1: some form-urlencode id and secret before joining them (as the
+    RFC says), most send them as they are (``curl -u``, ``requests``, Authlib). Both readings are
+    returned, the raw one first; the second only when decoding changes anything. The bytes are UTF-8,
+    or Latin-1 when they are not valid UTF-8 (RFC 7617's legacy charset, which Authlib sends).
+    """
     try:
-        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = base64.b64decode(credentials, validate=True)
+    except (binascii.Error, ValueError):
         return None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = raw.decode("latin-1")
     client_id, sep, secret = decoded.partition(":")
     if not sep or not client_id:
         return None
-    return client_id, secret
+    readings = [(client_id, secret)]
+    if "%" in decoded or "+" in decoded:
+        form = (unquote_plus(client_id), unquote_plus(secret))
+        if form != readings[0] and form[0]:
+            readings.append(form)
+    return readings
 
 
 class BasicAuth:
@@ -34,17 +50,16 @@ class BasicAuth:
         self.root_client_id = root_client_id
 
     async def verify(self, credentials: str, request: Request) -> Principal:
-        pair = decode_basic(credentials)
-        if pair is None:
+        readings = decode_basic(credentials)
+        if readings is None:
             raise unauthorized("Malformed Basic credentials", self.challenge)
-        client_id, secret = pair
-        client = await self.clients.authenticate(client_id, secret)
+        client = await self.clients.authenticate_any(readings)
         if client is None:
             raise unauthorized("Invalid client credentials", self.challenge)
-        is_root = client_id == self.root_client_id
+        is_root = client.id == self.root_client_id
         if not is_root and not client.allows_grant("basic"):
             raise unauthorized(
                 "This client may not use Basic authentication: add 'basic' to its grant_types",
                 self.challenge,
             )
-        return Principal(client_id=client_id, client=client.body, is_root=is_root)
+        return Principal(client_id=client.id, client=client.body, is_root=is_root)

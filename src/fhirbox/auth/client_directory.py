@@ -4,6 +4,7 @@ body is prepared for storage (validated, its secret hashed)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from fhirbox.auth.secrets import SecretVerifier, hash_secret
@@ -52,6 +53,14 @@ class ClientDirectory:
         version = client.version if client is not None else 0
         if await self.verifier.verify(client_id, secret, hashed, version):
             return client
+        return None
+
+    async def authenticate_any(self, readings: Sequence[tuple[str, str]]) -> Client | None:
+        """The Client of the first ``(id, secret)`` reading that authenticates (see ``decode_basic``)."""
+        for client_id, secret in readings:
+            client = await self.authenticate(client_id, secret)
+            if client is not None:
+                return client
         return None
 
 

@@ -13,13 +13,14 @@ from fhirbox.auth.principal import Principal
 from fhirbox.clock import Clock
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
+from fhirbox.oauth.errors import safe_description
 from fhirbox.oauth.sessions import SessionCache
 from fhirbox.oauth.token_formats import InvalidToken, JwtTokens, is_jwt, session_id_of, token_hash
 
 
 def invalid_token(description: str) -> HttpError:
     """RFC 6750 §3.1: 401 with ``error="invalid_token"`` in the challenge."""
-    safe = description.replace('"', "'")
+    safe = safe_description(description)
     challenge = f'Bearer realm="{REALM}", error="invalid_token", error_description="{safe}"'
     return unauthorized(description, challenge)
 

@@ -2,16 +2,16 @@
 
 The token and revocation endpoints accept a form body (RFC 6749) or the guide's JSON body, and
 authenticate the client by exactly one method of RFC 6749 §2.3.1: an ``Authorization: Basic`` header
-(id and secret form-urlencoded before base64) or ``client_id``/``client_secret`` in the body.
+(id and secret as sent or form-urlencoded, see ``decode_basic``) or ``client_id``/``client_secret`` in
+the body.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
-
-import orjson
+from urllib.parse import parse_qsl
 
 from fhirbox.auth.basic import decode_basic
 from fhirbox.auth.client_directory import ClientDirectory
@@ -27,9 +27,13 @@ class OAuthRequest:
     """The parameters of a token or revocation request and the credentials the client presented."""
 
     params: dict[str, str]
-    client_id: str
-    client_secret: str
+    # The (id, secret) readings to try, in order: one from the body, one or two from Basic.
+    credentials: tuple[tuple[str, str], ...]
     tried_basic: bool
+
+    @property
+    def client_id(self) -> str:
+        return self.credentials[0][0]
 
     def get(self, name: str) -> str | None:
         value = self.params.get(name)
@@ -55,33 +59,57 @@ async def read_parameters(request: Request) -> dict[str, str]:
             if name in params:
                 raise InvalidRequest(f"Parameter {name!r} is repeated")
             params[name] = value
-        return params
+        return _without_nul(params)
     if kind in JSON_TYPES:
         try:
-            document: Any = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            document: Any = json.loads(body, object_pairs_hook=_refuse_repeated_keys)
+        except _RepeatedKey as repeated:
+            raise InvalidRequest(f"Parameter {repeated.name!r} is repeated") from None
+        except (ValueError, RecursionError):
             raise InvalidRequest("Malformed JSON body") from None
         if not isinstance(document, dict):
             raise InvalidRequest("The JSON body must be an object")
         for name, value in document.items():
             if not isinstance(value, str):
                 raise InvalidRequest(f"Parameter {name!r} must be a string")
-        return document
+        return _without_nul(document)
     raise InvalidRequest(
         "Content-Type must be application/x-www-form-urlencoded or application/json"
         + (f", not {kind!r}" if kind else "")
     )
 
 
-def _basic_credentials(header: str) -> tuple[str, str]:
+class _RepeatedKey(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise _RepeatedKey(name)
+        document[name] = value
+    return document
+
+
+def _without_nul(params: dict[str, str]) -> dict[str, str]:
+    """``params``, unless a name or value holds U+0000 (no backend can store it): ``invalid_request``."""
+    for name, value in params.items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest("Parameters may not contain U+0000")
+    return params
+
+
+def _basic_credentials(header: str) -> list[tuple[str, str]]:
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
         raise InvalidClient("The token endpoint accepts only Basic client credentials", tried_basic=True)
-    pair = decode_basic(encoded.strip())
-    if pair is None:
+    readings = decode_basic(encoded.strip())
+    if readings is None:
         raise InvalidClient("Malformed Basic credentials", tried_basic=True)
-    # RFC 6749 §2.3.1: id and secret are form-urlencoded before they are joined and base64-encoded.
-    return unquote_plus(pair[0]), unquote_plus(pair[1])
+    return readings
 
 
 async def read_oauth_request(request: Request) -> OAuthRequest:
@@ -93,10 +121,12 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
     if header:
         if body_secret is not None:
             raise InvalidRequest("Authenticate the client by one method only: Basic or client_secret")
-        client_id, secret = _basic_credentials(header)
-        if body_id is not None and body_id != client_id:
-            raise InvalidRequest("client_id in the body differs from the Basic credentials")
-        return OAuthRequest(params, client_id, secret, tried_basic=True)
+        readings = _basic_credentials(header)
+        if body_id is not None:
+            readings = [reading for reading in readings if reading[0] == body_id]
+            if not readings:
+                raise InvalidRequest("client_id in the body differs from the Basic credentials")
+        return OAuthRequest(params, tuple(readings), tried_basic=True)
     if not body_id:
         raise InvalidClient(
             "Client authentication required: Basic or client_id/client_secret", tried_basic=False
@@ -105,12 +135,12 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
         raise InvalidClient(
             "client_secret is required: only confidential clients are served", tried_basic=False
         )
-    return OAuthRequest(params, body_id, body_secret, tried_basic=False)
+    return OAuthRequest(params, ((body_id, body_secret),), tried_basic=False)
 
 
 async def authenticate_client(clients: ClientDirectory, oauth: OAuthRequest) -> Client:
     """The client, or one indistinguishable ``invalid_client`` for unknown, wrong or inactive."""
-    client = await clients.authenticate(oauth.client_id, oauth.client_secret)
+    client = await clients.authenticate_any(oauth.credentials)
     if client is None:
         raise InvalidClient("Client authentication failed", tried_basic=oauth.tried_basic)
     return client

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fhirbox.http.responses import Response, json_response
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# RFC 6749 §5.2: error_description is printable ASCII other than '"' and '\\'; anything else (including
+# '%', the escape itself) is percent-encoded, so client input echoed in a description stays inside it.
+_DESCRIPTION_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"\\%')
+
+
+def safe_description(text: str) -> str:
+    """``text`` within the character set RFC 6749 §5.2 allows for ``error_description``."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text and "%" not in text:
+        return text
+    return quote(text, safe=_DESCRIPTION_SAFE)
 
 
 class OAuthError(Exception):
@@ -15,7 +27,7 @@ class OAuthError(Exception):
 
     def __init__(self, description: str) -> None:
         super().__init__(description)
-        self.description = description
+        self.description = safe_description(description)
 
     def response(self) -> Response:
         return json_response(
