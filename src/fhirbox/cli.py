@@ -13,7 +13,7 @@ import click
 from fhirbox.commandline import load_settings, setting_option
 from fhirbox.oauth.commands import keys_group
 from fhirbox.policy.commands import policy_group
-from fhirbox.settings import SETTINGS, Settings, settings_table
+from fhirbox.settings import SETTINGS, Settings, redact, redacted_url, settings_table
 
 
 def export(settings: Settings) -> None:
@@ -57,7 +57,7 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     try:
         secret = asyncio.run(prepare())
     except Exception as exc:
-        click.echo(f"fhirbox: cannot start: {exc}", err=True)
+        click.echo(f"fhirbox: cannot start: {redact(str(exc), settings.database_url)}", err=True)
         sys.exit(1)
     if secret:
         click.echo(
@@ -65,9 +65,8 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
             "Set FHIRBOX_ROOT_CLIENT_SECRET to choose your own."
         )
     export(settings)
-    click.echo(
-        f"fhirbox listening on http://{settings.host}:{settings.port} (database {settings.database_url})"
-    )
+    database = redacted_url(settings.database_url)
+    click.echo(f"fhirbox listening on http://{settings.host}:{settings.port} (database {database})")
     sys.stdout.flush()
     # uvicorn re-raises the stop signal after its graceful shutdown; a no-op handler turns that into a
     # normal exit (status 0) instead of death by signal.

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 ENV_PREFIX = "FHIRBOX_"
 
@@ -144,3 +145,24 @@ def settings_table() -> str:
         default = "(unset)" if s.default is None else f"`{s.default}`"
         rows.append(f"| `{s.env}` | {default} | {s.doc} |")
     return "\n".join(rows)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password shown as ``***`` (for banners, errors and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` shown as ``***`` wherever it appears."""
+    password = urlsplit(url).password
+    for form in {password, unquote(password)} if password else ():
+        text = text.replace(form, "***")
+    return text

@@ -13,7 +13,7 @@ from fhirbox.commandline import load_settings, setting_option
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Message, Request
 from fhirbox.models.client import CLIENT
-from fhirbox.settings import Settings
+from fhirbox.settings import Settings, redacted_url
 from fhirbox.storage import open_store
 
 ALLOWED, DENIED = 0, 1
@@ -53,7 +53,7 @@ async def decide(
     try:
         stored = await store.read(CLIENT, client_id)
         if stored is None or stored.deleted:
-            raise click.UsageError(f"No Client/{client_id} in {settings.database_url}")
+            raise click.UsageError(f"No Client/{client_id} in {redacted_url(settings.database_url)}")
         server = create_app(settings, store=store)
         request = synthetic_request(method, path, body, settings)
         try:
