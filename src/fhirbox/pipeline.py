@@ -16,6 +16,7 @@ from fhirbox.http.errors import HttpError, operation_outcome
 from fhirbox.http.request import Receive, Request, Scope, Send
 from fhirbox.http.responses import Response, error_response, render
 from fhirbox.http.routing import Route, Router
+from fhirbox.storage.base import UnstorableValue
 
 log = logging.getLogger("fhirbox.request")
 
@@ -68,6 +69,8 @@ class Pipeline:
             response = await self.respond(request)
         except HttpError as error:
             response = error_response(request, error)
+        except UnstorableValue as error:
+            response = error_response(request, HttpError(422, f"Invalid resource: {error}"))
         except Exception:
             log.exception(
                 "internal error in request %s %s %s", request.request_id, request.method, request.path

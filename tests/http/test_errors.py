@@ -12,6 +12,7 @@ from fhirbox.auth.principal import Principal
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response
 from fhirbox.http.routing import Route
+from fhirbox.storage.base import UnstorableValue
 from tests.support import basic
 
 
@@ -136,3 +137,12 @@ async def test_internal_errors_render_in_yaml_when_asked(app: App, root: httpx.A
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("text/yaml")
     assert "id: exception" in response.text
+
+
+async def test_a_value_the_store_cannot_hold_is_a_422_outcome(app: App, root: httpx.AsyncClient) -> None:
+    async def unstorable(request: Request, principal: Principal | None) -> Response:
+        raise UnstorableValue("PostgreSQL cannot store the character U+0000")
+
+    app.router.add("PUT", "/_test/unstorable", Route(unstorable))
+    body = assert_outcome(await root.put("/_test/unstorable", json={}), 422, "invalid")
+    assert "U+0000" in body["issue"][0]["diagnostics"]

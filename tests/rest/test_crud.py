@@ -256,3 +256,13 @@ async def test_concurrent_puts_each_get_their_own_version(root: httpx.AsyncClien
 async def test_unknown_resource_type_shape_is_404(root: httpx.AsyncClient) -> None:
     assert (await root.get("/patient/x")).status_code == 404
     assert (await root.put("/lower/x", json={})).status_code == 404
+
+
+async def test_a_trailing_newline_is_not_part_of_a_valid_type_or_id(root: httpx.AsyncClient) -> None:
+    response = await root.put("/Client%0A/x", json={"secret": "plain-text-secret"})
+    assert response.status_code == 404
+    assert "plain-text-secret" not in response.text
+    created = await root.post("/Patient", json={"id": "x\n"})
+    assert created.status_code == 422
+    assert (await root.put("/Patient/x%0A", json={})).status_code == 422
+    assert (await root.get("/Patient")).json()["total"] == 0

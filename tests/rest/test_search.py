@@ -181,3 +181,25 @@ async def test_huge_numeric_filter_is_answered(root: httpx.AsyncClient) -> None:
     response = await root.get("/Patient", params={"n": "9" * 30})
     assert response.status_code == 200
     assert response.json()["total"] == 0
+
+
+async def test_searches_the_store_cannot_run_are_400_not_500(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/p", json={"a": 1})
+    bad = {
+        "_lastUpdated": "9999-12-31T23:59:59-01:00",  # past datetime's range once in UTC
+        ".".join(["a"] * 70): "x",  # SQLite's join limit
+        ".".join(["a"] * 17): "x",
+        "n": "1" + "0" * 5000,  # more digits than a float or Python's int conversion takes
+    }
+    for name, value in bad.items():
+        response = await root.get("/Patient", params={name: value})
+        assert response.status_code in (200, 400), (name[:20], response.text)
+        if name != "n":
+            assert response.status_code == 400
+            assert response.json()["resourceType"] == "OperationOutcome"
+    assert (await root.get("/Patient", params={".".join(["a"] * 16): "x"})).status_code == 200
+    many = [(f"f{i}", "x") for i in range(2000)]
+    response = await root.get("/Patient", params=many)
+    assert response.status_code == 400
+    assert "at most 100" in response.json()["issue"][0]["diagnostics"]
+    assert (await root.get("/Patient", params=many[:100])).status_code == 200

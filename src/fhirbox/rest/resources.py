@@ -16,8 +16,8 @@ from fhirbox.rest.rules import ManagedDelete, ResourceRules
 from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, MAX_PAGE, SearchRequest, positive_int, searchset
 from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, Store, Stored
 
-TYPE_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+TYPE_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}\Z")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 _PATCH_RETRIES = 50
 _MAX_VERSION = 2**63 - 1
 

@@ -12,6 +12,10 @@ from fhirbox.storage.base import PATH_KEY, Comparison, Filter, SearchQuery, Sort
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
 MAX_PAGE = 1_000_000  # keeps offsets inside a 64-bit integer
+# Bounds on one search's work (and on what SQLite can compile: joins and expression depth).
+MAX_PATH_KEYS = 16
+MAX_FILTERS = 100
+MAX_IDS = 1000
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
 _CONTROL = frozenset({"_count", "_page", "_sort", "_elements", "_id", "_lastUpdated", "_format", "_total"})
 
@@ -20,6 +24,8 @@ def parse_path(text: str, what: str) -> tuple[str, ...]:
     keys = tuple(text.split("."))
     if not all(PATH_KEY.match(key) for key in keys):
         raise HttpError(400, f"Invalid {what} {text!r}: use dotted field names like client.id")
+    if len(keys) > MAX_PATH_KEYS:
+        raise HttpError(400, f"Invalid {what} {text[:200]!r}: at most {MAX_PATH_KEYS} dotted names")
     return keys
 
 
@@ -45,9 +51,9 @@ def _instant(value: str) -> str:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-    except ValueError:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (ValueError, OverflowError):
         raise HttpError(400, f"Invalid date {value!r}: use ISO 8601, e.g. 2024-01-31T12:00:00Z") from None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class SearchRequest:
@@ -92,6 +98,10 @@ class SearchRequest:
             if path[0] in hidden_fields:
                 raise HttpError(400, f"Search on {name!r} is not allowed")
             filters.append(Filter(path, value))
+        if len(filters) + len(comparisons) + len(sort) > MAX_FILTERS:
+            raise HttpError(400, f"Too many search parameters: at most {MAX_FILTERS} filters and sort keys")
+        if len(ids) > MAX_IDS:
+            raise HttpError(400, f"Too many ids in _id: at most {MAX_IDS}")
         self.query = SearchQuery(
             filters=filters,
             comparisons=comparisons,

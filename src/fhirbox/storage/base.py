@@ -57,8 +57,7 @@ Mutation = Callable[["Stored | None"], "dict[str, Any] | _Delete | _Unchanged"]
 
 class UnstorableValue(ValueError):
     """Raised by ``mutate`` for a body the backend cannot hold (PostgreSQL text cannot contain
-    U+0000); nothing is written. Nothing catches it: the caller of ``mutate`` gets the exception.
-    (The HTTP API refuses U+0000 in request documents, so a request body never gets this far.)"""
+    U+0000); nothing is written. The request pipeline answers it as an invalid resource (422)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +159,9 @@ def next_version(
 
 # -- what the SQL backends share -------------------------------------------------------------------
 # A key of a JSON path written into SQL text rather than bound (index definitions, purge).
-PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
 # A JSON number, as a search value is compared with numbers.
-JSON_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+JSON_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 # The column a Comparison's ``field`` compares, and the column a special SortKey sorts by.
 COLUMNS = {"id": "id", "lastUpdated": "updated"}
 SORT_COLUMNS: dict[tuple[str, ...], str] = {("_id",): "id", ("_lastUpdated",): "updated"}

@@ -75,7 +75,7 @@ class _Work:
 
 
 _Job = _Write | _Work
-_INTEGER = re.compile(r"^-?[0-9]+$")
+_INTEGER = re.compile(r"^-?[0-9]+\Z")
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -96,11 +96,14 @@ def _number(text: str) -> int | float | None:
     """``text`` as a number SQLite can bind when it is a finite JSON number, else None."""
     if not JSON_NUMBER.match(text):
         return None
-    if _INTEGER.match(text):
-        number = int(text)
-        # SQLite reads an integer past 64 bits in JSON as a real, and cannot bind a bigger int.
-        return number if -(2**63) <= number < 2**63 else float(number)
-    value = float(text)
+    try:
+        if _INTEGER.match(text):
+            number = int(text)
+            # SQLite reads an integer past 64 bits in JSON as a real, and cannot bind a bigger int.
+            return number if -(2**63) <= number < 2**63 else float(number)
+        value = float(text)
+    except (OverflowError, ValueError):  # past a double, or more digits than Python converts
+        return None
     return value if math.isfinite(value) else None
 
 
