@@ -79,7 +79,13 @@ def create_app(
             store, sessions, jwts, default_expiration=expiration, retention=retention, clock=clock
         ),
         "refresh_token": RefreshTokenGrant(
-            store, sessions, jwts, default_expiration=expiration, retention=retention, clock=clock
+            store,
+            sessions,
+            jwts,
+            default_expiration=expiration,
+            retention=retention,
+            clock=clock,
+            reuse_grace=settings.refresh_reuse_grace,
         ),
     }
     token = TokenEndpoint(clients, grants)

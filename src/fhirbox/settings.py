@@ -40,6 +40,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or a positive integer, got {value!r}")
+    return number
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -100,6 +107,12 @@ class Settings:
         86400,
         _positive_int,
         "Seconds an expired or closed Session is kept before the background purge removes it.",
+    )
+    refresh_reuse_grace: int = _setting(
+        5,
+        _non_negative_int,
+        "Seconds in which presenting the refresh token just rotated away (a concurrent refresh) is "
+        "`invalid_grant` without revoking the Session; later reuse revokes it.",
     )
     change_poll_interval: float = _setting(
         0.25,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 
+from fhirbox.settings import Settings
 from tests.oauth.support import SECRET, bearer, client_body, form_basic, get_token, put_client
 from tests.support import ROOT, MovableClock
+
+REUSE_GRACE = Settings().refresh_reuse_grace
 
 
 async def refresh(http: httpx.AsyncClient, client_id: str, token: str) -> httpx.Response:
@@ -59,9 +63,10 @@ async def test_refresh_works_with_json_body(client: httpx.AsyncClient, refreshin
 
 
 async def test_reusing_a_rotated_refresh_token_revokes_the_session(
-    client: httpx.AsyncClient, refreshing: dict[str, Any]
+    client: httpx.AsyncClient, refreshing: dict[str, Any], clock: MovableClock
 ) -> None:
     new = (await refresh(client, "api-client", refreshing["refresh_token"])).json()
+    clock.advance(REUSE_GRACE + 1)
     reused = await refresh(client, "api-client", refreshing["refresh_token"])
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
     session = await session_of(client)
@@ -69,6 +74,32 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_session(
     assert (await client.get("/Patient", headers=bearer(new["access_token"]))).status_code == 401
     latest = await refresh(client, "api-client", new["refresh_token"])
     assert latest.json()["error"] == "invalid_grant"
+
+
+async def test_concurrent_refreshes_with_one_token_are_not_reuse(
+    client: httpx.AsyncClient, refreshing: dict[str, Any]
+) -> None:
+    answers = await asyncio.gather(
+        *(refresh(client, "api-client", refreshing["refresh_token"]) for _ in range(20))
+    )
+    winners = [answer for answer in answers if answer.status_code == 200]
+    assert len(winners) == 1
+    assert all(answer.json()["error"] == "invalid_grant" for answer in answers if answer not in winners)
+    assert (await session_of(client))["active"] is True
+    assert (await refresh(client, "api-client", winners[0].json()["refresh_token"])).status_code == 200
+
+
+async def test_the_just_rotated_token_within_the_grace_is_refused_without_revoking(
+    client: httpx.AsyncClient, refreshing: dict[str, Any], clock: MovableClock
+) -> None:
+    new = (await refresh(client, "api-client", refreshing["refresh_token"])).json()
+    clock.advance(REUSE_GRACE - 1)
+    late = await refresh(client, "api-client", refreshing["refresh_token"])
+    assert late.status_code == 400
+    assert late.json()["error"] == "invalid_grant"
+    assert "just rotated" in late.json()["error_description"]
+    assert (await session_of(client))["active"] is True
+    assert (await client.get("/Patient", headers=bearer(new["access_token"]))).status_code == 403
 
 
 async def test_refresh_token_of_another_client_is_invalid_grant(

@@ -134,6 +134,19 @@ class Session:
         history = self.body.get("refresh_token_history", ())
         return any(isinstance(old, str) and hmac.compare_digest(old, hashed) for old in history)
 
+    def just_rotated(self, hashed: str, now: float, grace: int) -> bool:
+        """``hashed`` is the refresh token the last refresh replaced, and that was at most ``grace``
+        seconds ago: a concurrent refresh that lost the race, not a leak."""
+        history = self.body.get("refresh_token_history")
+        last = self.body.get("last_refresh")
+        return (
+            isinstance(history, list)
+            and bool(history)
+            and _same(history[0], hashed)
+            and isinstance(last, int | float)
+            and now - last <= grace
+        )
+
     def close(self, reason: str, now: float, retention: int) -> dict[str, Any]:
         """The body of this Session closed at ``now``: inactive, with ``end``, purged after ``retention``."""
         body = _editable(self.body)

@@ -2,31 +2,55 @@
 
 Every use returns a new access token for the same Session and a new refresh token; the old refresh
 token stops working. Presenting an already-rotated refresh token again means it leaked: the whole
-Session is revoked. ``refresh_token_expiration`` counts from the last use.
+Session is revoked, unless it is the token the last refresh replaced, presented within the reuse grace
+(a concurrent refresh that lost the race): that is ``invalid_grant`` and the Session lives on.
+``refresh_token_expiration`` counts from the last use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
+from fhirbox.clock import Clock
 from fhirbox.models.client import Client
 from fhirbox.models.session import SESSION, Session
 from fhirbox.oauth.client_auth import OAuthRequest
 from fhirbox.oauth.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
 from fhirbox.oauth.grants import IssuingGrant
 from fhirbox.oauth.issuance import IssuedTokens, issue_tokens, token_response
-from fhirbox.oauth.sessions import close_session
-from fhirbox.oauth.token_formats import session_id_of, token_hash
-from fhirbox.storage.base import Stored
+from fhirbox.oauth.sessions import SessionCache, close_session
+from fhirbox.oauth.token_formats import JwtTokens, session_id_of, token_hash
+from fhirbox.storage.base import Store, Stored
 
 REUSED = "Refresh token was already used; the session is revoked"
+JUST_ROTATED = "Refresh token was just rotated by a concurrent request; use the new one"
 
 
 class _Reused(Exception):
     """The presented refresh token was already rotated away."""
 
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+
 
 class RefreshTokenGrant(IssuingGrant):
+    def __init__(
+        self,
+        store: Store,
+        sessions: SessionCache,
+        jwts: JwtTokens,
+        *,
+        default_expiration: int,
+        retention: int,
+        clock: Clock,
+        reuse_grace: int,
+    ) -> None:
+        super().__init__(
+            store, sessions, jwts, default_expiration=default_expiration, retention=retention, clock=clock
+        )
+        self.reuse_grace = reuse_grace
+
     async def __call__(self, client: Client, request: OAuthRequest) -> dict[str, Any]:
         token = request.get("refresh_token")
         if token is None:
@@ -66,8 +90,7 @@ class RefreshTokenGrant(IssuingGrant):
         if session is None or session.client_id != client.id:
             raise InvalidGrant("Unknown refresh token")
         if session.rotated_away(presented):
-            await self._revoke_for_reuse(session.id)
-            raise InvalidGrant(REUSED)
+            await self._reused(session, presented)
         if not session.holds_refresh(presented):
             raise InvalidGrant("Unknown refresh token")
         if not session.active:
@@ -84,20 +107,22 @@ class RefreshTokenGrant(IssuingGrant):
                 raise InvalidGrant("Unknown refresh token")
             session = Session(current.body)
             if not session.holds_refresh(presented):
-                raise _Reused
+                raise _Reused(session)
             if not session.active:
                 raise InvalidGrant("The session was revoked")
             return session.rotate_refresh(presented, tokens.hashes(), now, self.retention)
 
         try:
             result = await self.store.mutate(SESSION, session_id, rotate)
-        except _Reused:
-            await self._revoke_for_reuse(session_id)
-            raise InvalidGrant(REUSED) from None
+        except _Reused as reused:
+            await self._reused(reused.session, presented)
         assert result.after is not None
         self.sessions.put(result.after)
 
-    async def _revoke_for_reuse(self, session_id: str) -> None:
-        await close_session(
-            self.store, session_id, "refresh token reuse", now=self.clock(), retention=self.retention
-        )
+    async def _reused(self, session: Session, presented: str) -> NoReturn:
+        """A rotated-away refresh token came back: revoke the Session, unless it lost a race just now."""
+        now = self.clock()
+        if session.just_rotated(presented, now, self.reuse_grace):
+            raise InvalidGrant(JUST_ROTATED)
+        await close_session(self.store, session.id, "refresh token reuse", now=now, retention=self.retention)
+        raise InvalidGrant(REUSED)
