@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ PYTEST_WORKERS ?= auto
 
 test: lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(ARGS)
+
+# Generated requests against real servers on both backends (PostgreSQL when FHIRBOX_TEST_POSTGRES_URL is
+# set); `make test` sends 2,000 per backend, `make fuzz FUZZ_EXAMPLES=N` as many as asked.
+FUZZ_EXAMPLES ?= 20000
+
+fuzz: $(VENV)/.installed-dev
+	FHIRBOX_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests/e2e/test_fuzz.py $(ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench $(ARGS)
