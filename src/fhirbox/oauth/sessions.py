@@ -120,10 +120,13 @@ async def close_client_sessions(
     closed = 0
     while True:
         page = await store.search(SESSION, query)
+        closed_now = 0
         for body in page.resources:
             after = await close_session(store, str(body["id"]), reason, now=now, retention=retention)
-            closed += after is not None and after.body.get("end_reason") == reason
-        if len(page.resources) < _CLOSE_PAGE:
+            closed_now += after is not None and after.body.get("end_reason") == reason
+        closed += closed_now
+        # A full page that closed nothing holds Sessions no close applies to: searching again finds them.
+        if len(page.resources) < _CLOSE_PAGE or closed_now == 0:
             return closed
 
 
