@@ -23,7 +23,7 @@ from fhirbox.http.routing import Route, Router
 from fhirbox.models import client, session
 from fhirbox.oauth.bearer import BearerAuth
 from fhirbox.oauth.discovery import Discovery
-from fhirbox.oauth.grants import Grant
+from fhirbox.oauth.grants import Grant, Issuance
 from fhirbox.oauth.grants.client_credentials import ClientCredentialsGrant
 from fhirbox.oauth.grants.refresh_token import RefreshTokenGrant
 from fhirbox.oauth.keys import KEY_TYPE, KeyRing
@@ -74,19 +74,10 @@ def create_app(
     authorizer = PolicyAuthorizer(policies)
 
     # The OAuth authorization server.
+    issuance = Issuance(store, sessions, jwts, expiration, retention, clock)
     grants: dict[str, Grant] = {
-        "client_credentials": ClientCredentialsGrant(
-            store, sessions, jwts, default_expiration=expiration, retention=retention, clock=clock
-        ),
-        "refresh_token": RefreshTokenGrant(
-            store,
-            sessions,
-            jwts,
-            default_expiration=expiration,
-            retention=retention,
-            clock=clock,
-            reuse_grace=settings.refresh_reuse_grace,
-        ),
+        "client_credentials": ClientCredentialsGrant(issuance),
+        "refresh_token": RefreshTokenGrant(issuance, reuse_grace=settings.refresh_reuse_grace),
     }
     token = TokenEndpoint(clients, grants)
     revocation = Revocation(store, clients, retention, clock)

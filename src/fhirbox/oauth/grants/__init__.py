@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fhirbox.clock import Clock
@@ -17,22 +18,25 @@ class Grant(Protocol):
         """The token response for an authenticated ``client``; raises an ``OAuthError`` otherwise."""
 
 
-class IssuingGrant:
+@dataclass(frozen=True, slots=True)
+class Issuance:
     """What every grant that issues tokens works with."""
 
-    def __init__(
-        self,
-        store: Store,
-        sessions: SessionCache,
-        jwts: JwtTokens,
-        *,
-        default_expiration: int,
-        retention: int,
-        clock: Clock,
-    ) -> None:
-        self.store = store
-        self.sessions = sessions
-        self.jwts = jwts
-        self.default_expiration = default_expiration
-        self.retention = retention
-        self.clock = clock
+    store: Store
+    sessions: SessionCache
+    jwts: JwtTokens
+    default_expiration: int
+    retention: int
+    clock: Clock
+
+
+class IssuingGrant:
+    """A grant that issues tokens and stores their Session."""
+
+    def __init__(self, issuance: Issuance) -> None:
+        self.store = issuance.store
+        self.sessions = issuance.sessions
+        self.jwts = issuance.jwts
+        self.default_expiration = issuance.default_expiration
+        self.retention = issuance.retention
+        self.clock = issuance.clock

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from fhirbox.clock import Clock
 from fhirbox.models.client import Client
 from fhirbox.models.session import SESSION, Session
 from fhirbox.oauth.client_auth import OAuthRequest
 from fhirbox.oauth.errors import InvalidGrant, InvalidRequest, UnauthorizedClient
-from fhirbox.oauth.grants import IssuingGrant
+from fhirbox.oauth.grants import Issuance, IssuingGrant
 from fhirbox.oauth.issuance import IssuedTokens, issue_tokens, token_response
-from fhirbox.oauth.sessions import SessionCache, close_session
-from fhirbox.oauth.token_formats import JwtTokens, session_id_of, token_hash
-from fhirbox.storage.base import Store, Stored
+from fhirbox.oauth.sessions import close_session
+from fhirbox.oauth.token_formats import session_id_of, token_hash
+from fhirbox.storage.base import Stored
 
 REUSED = "Refresh token was already used; the session is revoked"
 JUST_ROTATED = "Refresh token was just rotated by a concurrent request; use the new one"
@@ -35,20 +34,8 @@ class _Reused(Exception):
 
 
 class RefreshTokenGrant(IssuingGrant):
-    def __init__(
-        self,
-        store: Store,
-        sessions: SessionCache,
-        jwts: JwtTokens,
-        *,
-        default_expiration: int,
-        retention: int,
-        clock: Clock,
-        reuse_grace: int,
-    ) -> None:
-        super().__init__(
-            store, sessions, jwts, default_expiration=default_expiration, retention=retention, clock=clock
-        )
+    def __init__(self, issuance: Issuance, *, reuse_grace: int) -> None:
+        super().__init__(issuance)
         self.reuse_grace = reuse_grace
 
     async def __call__(self, client: Client, request: OAuthRequest) -> dict[str, Any]:
