@@ -76,7 +76,7 @@ def create_app(
     # The OAuth authorization server.
     issuance = Issuance(store, sessions, jwts, expiration, retention, clock)
     grants: dict[str, Grant] = {
-        "client_credentials": ClientCredentialsGrant(issuance),
+        "client_credentials": ClientCredentialsGrant(issuance, clients),
         "refresh_token": RefreshTokenGrant(issuance, reuse_grace=settings.refresh_reuse_grace),
     }
     token = TokenEndpoint(clients, grants)

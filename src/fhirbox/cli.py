@@ -47,9 +47,9 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
 
     async def prepare() -> str | None:
+        app = create_app(settings)
         await app.startup()
         await app.shutdown()
         return app.generated_root_secret

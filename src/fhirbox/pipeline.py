@@ -55,7 +55,7 @@ class Pipeline:
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
         self.ids = RequestIds()
-        self.route_keys: frozenset[str] | None = None
+        self.route_keys = router.param_keys
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(
@@ -84,12 +84,12 @@ class Pipeline:
     async def respond(self, request: Request) -> Response:
         route, params = self.router.match(request.method, request.path)
         request.path_params = params
-        if request.query_string:
-            self.refuse_route_keys_in_query(request)
         if route.access == "public":
             return await route.handler(request, None)
         principal = await self.authenticator.authenticate(request)
         if route.access == "policy":
+            if request.query_string:
+                self.refuse_route_keys_in_query(request)
             await self.authorizer.authorize(request, principal, route)
         elif route.access == "root" and not principal.is_root:
             raise HttpError(403, "Forbidden")
@@ -97,16 +97,10 @@ class Pipeline:
 
     def refuse_route_keys_in_query(self, request: Request) -> None:
         """400 when the query string names a key only the route may set (``resource/id``, ...), so a
-        policy's ``params`` can trust them."""
-        if self.route_keys is None:
-            self.route_keys = self.router.param_keys
+        policy's ``params`` can trust them; 400 as well when the query string is not UTF-8."""
         query = request.query_string
         if "%" not in query and not any(key in query for key in self.route_keys):
             return
-        try:
-            pairs = request.query
-        except HttpError:
-            return  # not UTF-8: no policy sees these parameters; a handler that reads them answers 400
-        for name, _ in pairs:
+        for name, _ in request.query:
             if name in self.route_keys:
                 raise HttpError(400, f"Query parameter {name!r} is set by the route, not the query string")

@@ -9,10 +9,11 @@ the help of the ``fhirbox serve`` flags and ``Settings.from_env``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 ENV_PREFIX = "FHIRBOX_"
 
@@ -160,22 +161,25 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+# The password of a URL's user information, and password parameters of its query string.
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#@]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+# Shorter passwords are not searched for in free text: replacing them would garble it and reveal them.
+_MIN_REDACTED_LENGTH = 4
+
+
 def redacted_url(url: str) -> str:
-    """``url`` with its password shown as ``***`` (for banners, errors and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with its passwords (user information and ``password`` parameters) shown as ``***``."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
 
 
 def redact(text: str, url: str) -> str:
-    """``text`` with the password of ``url`` shown as ``***`` wherever it appears."""
-    password = urlsplit(url).password
-    for form in {password, unquote(password)} if password else ():
-        text = text.replace(form, "***")
+    """``text`` (e.g. an error message) with ``url`` and its passwords redacted wherever they appear."""
+    text = text.replace(url, redacted_url(url))
+    passwords = [match.group(0).rsplit(":", 1)[1][:-1] for match in _URL_PASSWORD.finditer(url)]
+    passwords += [match.group(0).split("=", 1)[1] for match in _QUERY_PASSWORD.finditer(url)]
+    for password in passwords:
+        for form in {password, unquote(password)}:
+            if len(form) >= _MIN_REDACTED_LENGTH:
+                text = text.replace(form, "***")
     return text

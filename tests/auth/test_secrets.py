@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import sqlite3
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx
 import orjson
+import pytest
 
+from fhirbox.auth import secrets as secrets_module
 from fhirbox.auth.secrets import SecretVerifier, hash_secret, is_secret_hash, verify_secret
 from fhirbox.settings import Settings
 from tests.support import basic
@@ -149,3 +153,26 @@ async def test_verifier_caches_a_success_only_for_the_same_client_version() -> N
     assert not await verifier.verify("c", "pw", other, 2)  # a new version is checked against its hash
     assert not await verifier.verify("c", "wrong", hashed, 1)
     assert not await verifier.verify("nobody", "pw", None, 0)
+
+
+async def test_a_form_encoded_secret_verified_once_is_not_hashed_again(
+    root: httpx.AsyncClient, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both readings of a Basic header are tried; a reading verified before costs no hash."""
+    secret = "Ab+/cd=="
+    body = {"secret": secret, "grant_types": ["basic"]}
+    assert (await root.put("/Client/form-encoder", json=body)).status_code == 201
+    header = base64.b64encode(f"form-encoder:{quote_plus(secret)}".encode()).decode()
+    assert (await client.get("/Patient", headers={"Authorization": f"Basic {header}"})).status_code == 403
+    hashed: list[str] = []
+    real_verify = secrets_module.verify_secret
+
+    def counting(candidate: str, stored: str) -> bool:
+        hashed.append(candidate)
+        return real_verify(candidate, stored)
+
+    monkeypatch.setattr(secrets_module, "verify_secret", counting)
+    for _ in range(3):
+        response = await client.get("/Patient", headers={"Authorization": f"Basic {header}"})
+        assert response.status_code == 403  # authenticated, no policy
+    assert hashed == []

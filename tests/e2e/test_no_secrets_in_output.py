@@ -7,6 +7,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
+
 from tests.oauth.support import SECRET, client_body
 from tests.support import REPO, ROOT, ROOT_SECRET, ServerProcess
 
@@ -18,8 +20,15 @@ def with_password(database_url: str) -> str:
     return database_url.replace("postgresql://postgres@", f"postgresql://postgres:{DB_PASSWORD}@", 1)
 
 
-def test_a_database_password_is_not_printed_when_the_server_cannot_start() -> None:
-    url = f"postgresql://fhirbox:{DB_PASSWORD}@127.0.0.1:1/fhirbox"
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://fhirbox:{DB_PASSWORD}@127.0.0.1:1/fhirbox",  # nothing listens
+        f"postgresq://fhirbox:{DB_PASSWORD}@127.0.0.1/fhirbox",  # a mistyped scheme
+        f"postgresql://fhirbox@127.0.0.1:1/fhirbox?password={DB_PASSWORD}",
+    ],
+)
+def test_a_database_password_is_not_printed_when_the_server_cannot_start(url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "fhirbox.cli", "serve", "--database", url],
         capture_output=True, text=True, cwd=REPO, timeout=60,

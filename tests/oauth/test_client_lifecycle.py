@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 
 import httpx
 import pytest
 
+from fhirbox.auth import secrets
 from tests.oauth.support import SECRET, bearer, client_body, get_token, put_client
 from tests.support import FRESHNESS_BOUND, ROOT, ServerProcess, wait_until
 
@@ -99,3 +102,47 @@ def test_a_deleted_clients_tokens_stay_dead_on_another_server(
         fresh = admin.post("/auth/token", data=grant, auth=("api-client", SECRET)).json()["access_token"]
         wait_until(lambda: other.get("/Patient", headers=bearer(fresh)).status_code == 200, FRESHNESS_BOUND)
         assert other.get("/Patient", headers=bearer(token)).status_code == 401
+
+
+async def test_a_client_allowed_to_write_clients_cannot_take_over_root(
+    root: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    admin = ("client-admin", "admin-secret")
+    await put_client(root, admin[0], {"secret": admin[1], "grant_types": ["basic"]})
+    await allow(root, admin[0])
+    takeover = {"secret": "pwned", "grant_types": ["basic", "client_credentials"]}
+    response = await client.put(f"/Client/{ROOT[0]}", json=takeover, auth=admin)
+    assert response.status_code == 409, response.text
+    assert (await client.get("/Patient", auth=(ROOT[0], "pwned"))).status_code == 401
+    assert (await root.get("/Patient")).status_code == 200
+
+
+async def test_a_token_issued_while_its_client_changed_is_refused_and_closed(
+    root: httpx.AsyncClient, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deactivating and re-activating a Client while one of its token requests waits for the secret
+    hash must not leave that request with a working token."""
+    await put_client(root, "api-client", client_body())
+    await allow(root, "api-client")
+    hashing, release = threading.Event(), threading.Event()
+    real_verify = secrets.verify_secret
+
+    def slow_verify(secret: str, hashed: str) -> bool:
+        if secret == SECRET:
+            hashing.set()
+            assert release.wait(10)
+        return real_verify(secret, hashed)
+
+    monkeypatch.setattr(secrets, "verify_secret", slow_verify)
+    grant = {"grant_type": "client_credentials"}
+    pending = asyncio.create_task(client.post("/auth/token", data=grant, auth=("api-client", SECRET)))
+    assert await asyncio.to_thread(hashing.wait, 10)
+    merge = {"Content-Type": "application/merge-patch+json"}
+    assert (await root.patch("/Client/api-client", json={"active": False}, headers=merge)).status_code == 200
+    assert (await root.patch("/Client/api-client", json={"active": True}, headers=merge)).status_code == 200
+    release.set()
+    response = await pending
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_client"
+    sessions = (await root.get("/Session", params={"client.id": "api-client"})).json()["entry"]
+    assert [entry["resource"]["active"] for entry in sessions] == [False]

@@ -97,7 +97,7 @@ async def test_the_just_rotated_token_within_the_grace_is_refused_without_revoki
     late = await refresh(client, "api-client", refreshing["refresh_token"])
     assert late.status_code == 400
     assert late.json()["error"] == "invalid_grant"
-    assert "just rotated" in late.json()["error_description"]
+    assert "just replaced" in late.json()["error_description"]
     assert (await session_of(client))["active"] is True
     assert (await client.get("/Patient", headers=bearer(new["access_token"]))).status_code == 403
 

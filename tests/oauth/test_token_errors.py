@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import pytest
@@ -213,3 +214,14 @@ async def test_error_description_echoes_client_input_only_as_printable_ascii(api
     description = response.json()["error_description"]
     assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
     assert "weird-%22grant%22-%C3%BC%5C" in description
+
+
+@pytest.mark.parametrize("path", ["/auth/token", "/auth/revoke"])
+@pytest.mark.parametrize("field", ["client_id", "client_secret", "audience", "token", "refresh_token"])
+async def test_a_lone_surrogate_in_a_json_parameter_is_invalid_request(
+    api: httpx.AsyncClient, path: str, field: str
+) -> None:
+    params = {"grant_type": "client_credentials", "client_id": "api-client", "client_secret": SECRET}
+    body = json.dumps({**params, field: "x"}).replace('"x"', '"\\ud800"')
+    response = await api.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert_oauth_error(response, "invalid_request")

@@ -203,3 +203,12 @@ async def test_searches_the_store_cannot_run_are_400_not_500(root: httpx.AsyncCl
     assert response.status_code == 400
     assert "at most 100" in response.json()["issue"][0]["diagnostics"]
     assert (await root.get("/Patient", params=many[:100])).status_code == 200
+
+
+async def test_a_query_string_that_is_not_utf8_is_400_not_ignored(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/a", json={"name": "A"})
+    await root.put("/Patient/b", json={"name": "B"})
+    assert ids(await search(root, name="B")) == ["b"]
+    response = await root.get("/Patient?name=B&x=%FF")
+    assert response.status_code == 400
+    assert "UTF-8" in response.json()["issue"][0]["diagnostics"]

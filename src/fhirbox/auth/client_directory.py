@@ -56,8 +56,17 @@ class ClientDirectory:
         return None
 
     async def authenticate_any(self, readings: Sequence[tuple[str, str]]) -> Client | None:
-        """The Client of the first ``(id, secret)`` reading that authenticates (see ``decode_basic``)."""
-        for client_id, secret in readings:
+        """The Client of the first ``(id, secret)`` reading that authenticates (see ``decode_basic``).
+
+        A reading verified before is accepted without hashing; otherwise only readings of existing
+        Clients are hashed (the first reading when none exists, so an unknown id costs one hash).
+        """
+        found = [(await self.get(client_id), client_id, secret) for client_id, secret in readings]
+        for client, client_id, secret in found:
+            if client is not None and self.verifier.remembers(client_id, secret, client.version):
+                return client
+        existing = [(client_id, secret) for client, client_id, secret in found if client is not None]
+        for client_id, secret in existing or list(readings[:1]):
             client = await self.authenticate(client_id, secret)
             if client is not None:
                 return client

@@ -45,15 +45,18 @@ async def ensure_root_client(store: Store, client_id: str, secret: str | None) -
 
 
 def root_guard(root_client_id: str) -> Callable[[str, dict[str, Any] | None], None]:
-    """A write guard for Clients: the root client cannot be deleted or deactivated through the API."""
+    """A write guard for Clients: the root client is configured by FHIRBOX_ROOT_CLIENT_ID and
+    FHIRBOX_ROOT_CLIENT_SECRET, never through the API (a client allowed to write Clients could
+    otherwise set root's secret and become root)."""
 
     def guard(client_id: str, body: dict[str, Any] | None) -> None:
-        if client_id != root_client_id:
-            return
-        if body is None:
-            raise HttpError(409, "The root client cannot be deleted")
-        if body.get("active") is False:
-            raise HttpError(409, "The root client cannot be deactivated")
+        if client_id == root_client_id:
+            what = "deleted" if body is None else "deactivated" if body.get("active") is False else "changed"
+            raise HttpError(
+                409,
+                f"The root client cannot be {what} through the API; "
+                "set FHIRBOX_ROOT_CLIENT_SECRET and restart to change its secret",
+            )
 
     return guard
 

@@ -71,6 +71,10 @@ class SecretVerifier:
         message = client_id.encode() + b"\x00" + secret.encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
+    def remembers(self, client_id: str, secret: str, version: int) -> bool:
+        """True when this exact secret was verified for this version of the client (no hashing)."""
+        return self._cache.get(self._cache_key(client_id, secret)) == (client_id, version)
+
     async def verify(self, client_id: str, secret: str, hashed: str | None, version: int) -> bool:
         """True when ``secret`` is the client's secret. ``hashed`` None means unknown client.
 

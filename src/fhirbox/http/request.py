@@ -21,6 +21,7 @@ class Request:
     __slots__ = (
         "_body",
         "_query",
+        "_query_invalid",
         "_receive",
         "headers",
         "max_body_bytes",
@@ -53,6 +54,7 @@ class Request:
         self.path_params: dict[str, str] = {}
         self._body: bytes | None = None
         self._query: list[tuple[str, str]] | None = None
+        self._query_invalid = False
 
     @property
     def query(self) -> list[tuple[str, str]]:
@@ -63,13 +65,20 @@ class Request:
                     self.query_string, keep_blank_values=True, strict_parsing=False, errors="strict"
                 )
             except UnicodeDecodeError:
-                # Remember an empty query so that rendering the 400 itself does not fail again.
+                self._query_invalid = True
                 self._query = []
-                raise HttpError(400, "Query string is not valid UTF-8") from None
+        if self._query_invalid:
+            # Every reader gets the 400, so no handler can act on a query it could not read.
+            raise HttpError(400, "Query string is not valid UTF-8")
         return self._query
 
     def query_value(self, name: str) -> str | None:
-        for key, value in self.query:
+        """The first value of ``name``; None when absent or when the query cannot be read."""
+        try:
+            pairs = self.query
+        except HttpError:
+            return None
+        for key, value in pairs:
             if key == name:
                 return value
         return None

@@ -153,7 +153,9 @@ class Session:
         body.update(active=False, end=iso(now), end_reason=reason, purge_after=int(now) + retention)
         return body
 
-    def rotate_refresh(self, presented: str, tokens: TokenHashes, now: int, retention: int) -> dict[str, Any]:
+    def rotate_refresh(
+        self, presented: str, tokens: TokenHashes, now: float, retention: int
+    ) -> dict[str, Any]:
         """The body with new tokens, ``presented`` (the old refresh hash) remembered as rotated away."""
         body = _editable(self.body)
         body["refresh_token_history"] = [presented, *self.body.get("refresh_token_history", ())][

@@ -95,10 +95,16 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _without_nul(params: dict[str, str]) -> dict[str, str]:
-    """``params``, unless a name or value holds U+0000 (no backend can store it): ``invalid_request``."""
+    """``params``, unless a name or value holds U+0000 or a lone surrogate (``"\\ud800"`` in JSON):
+    neither is text a backend can store or hash, so ``invalid_request``."""
     for name, value in params.items():
         if "\x00" in name or "\x00" in value:
             raise InvalidRequest("Parameters may not contain U+0000")
+        try:
+            name.encode("utf-8")
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("Parameters must be valid Unicode text (no lone surrogates)") from None
     return params
 
 

@@ -14,6 +14,7 @@ from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.routing import PARAM_KEYS
+from fhirbox.models import client, session
 
 # Every key a request object can have (Aidbox's names).
 KEYS = (
@@ -35,8 +36,8 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _UNSET: Any = object()
 # Credentials never shown to policies, even as hashes.
 _HIDDEN_HEADERS = ("authorization",)
-_HIDDEN_CLIENT_FIELDS = ("secret",)
-_HIDDEN_SESSION_FIELDS = ("access_token", "refresh_token", "secret")
+_HIDDEN_CLIENT_FIELDS = client.HIDDEN_FIELDS
+_HIDDEN_SESSION_FIELDS = session.HIDDEN_FIELDS
 
 
 class RequestObject:

@@ -15,4 +15,5 @@ def open_store(url: str) -> Store:
         from fhirbox.storage.postgres import PostgresStore
 
         return PostgresStore(url)
-    raise ValueError(f"Unsupported database URL {url!r}: use sqlite:///path.db or postgresql://...")
+    scheme = url.partition(":")[0][:40]
+    raise ValueError(f"Unsupported database URL scheme {scheme!r}: use sqlite:///path.db or postgresql://...")

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.models.client import Client, ClientCredentialsSettings
 from fhirbox.models.session import SESSION, Session
 from fhirbox.oauth.client_auth import OAuthRequest
-from fhirbox.oauth.errors import InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
-from fhirbox.oauth.grants import IssuingGrant
+from fhirbox.oauth.errors import (
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    UnauthorizedClient,
+)
+from fhirbox.oauth.grants import Issuance, IssuingGrant
 from fhirbox.oauth.issuance import issue_tokens, token_response
+from fhirbox.oauth.sessions import close_session
 from fhirbox.oauth.token_formats import new_session_id
 from fhirbox.storage.base import Stored
 
@@ -43,6 +51,10 @@ def requested_audience(request: OAuthRequest, config: ClientCredentialsSettings)
 
 
 class ClientCredentialsGrant(IssuingGrant):
+    def __init__(self, issuance: Issuance, clients: ClientDirectory) -> None:
+        super().__init__(issuance)
+        self.clients = clients
+
     async def __call__(self, client: Client, request: OAuthRequest) -> dict[str, Any]:
         if not client.allows_grant("client_credentials"):
             raise UnauthorizedClient("This client may not use the client_credentials grant")
@@ -80,5 +92,17 @@ class ClientCredentialsGrant(IssuingGrant):
         # Answered only after the Session is committed: the token works as soon as the client has it.
         result = await self.store.mutate(SESSION, session_id, create)
         assert result.after is not None
+        await self._client_unchanged(client, session_id, request)
         self.sessions.put(result.after)
         return token_response(tokens, now, scope)
+
+    async def _client_unchanged(self, client: Client, session_id: str, request: OAuthRequest) -> None:
+        """Close the new Session when the Client changed while it was being issued (e.g. deactivated
+        and re-activated while its secret was hashed): its Session sweep may have run before this
+        Session existed, and a token must never outlive the Client version it was issued under."""
+        current = await self.clients.get(client.id)
+        if current is not None and current.version == client.version:
+            return
+        reason = "client changed while the token was issued"
+        await close_session(self.store, session_id, reason, now=self.clock(), retention=self.retention)
+        raise InvalidClient(f"The {reason}; request a new token", tried_basic=request.tried_basic)

@@ -22,7 +22,7 @@ from fhirbox.oauth.token_formats import session_id_of, token_hash
 from fhirbox.storage.base import Stored
 
 REUSED = "Refresh token was already used; the session is revoked"
-JUST_ROTATED = "Refresh token was just rotated by a concurrent request; use the new one"
+JUST_ROTATED = "Refresh token was just replaced by a concurrent refresh; use the tokens that request received"
 
 
 class _Reused(Exception):
@@ -62,7 +62,7 @@ class RefreshTokenGrant(IssuingGrant):
         )
         if tokens.refresh_token is None:
             raise UnauthorizedClient("Refresh tokens are not enabled for this client")
-        await self._rotate(session.id, presented, tokens, now)
+        await self._rotate(session.id, presented, tokens)
         return token_response(tokens, now, session.scope)
 
     async def _session_of(self, token: str, presented: str, client: Client, now: int) -> Session:
@@ -86,7 +86,7 @@ class RefreshTokenGrant(IssuingGrant):
             raise InvalidGrant("Refresh token expired")
         return session
 
-    async def _rotate(self, session_id: str, presented: str, tokens: IssuedTokens, now: int) -> None:
+    async def _rotate(self, session_id: str, presented: str, tokens: IssuedTokens) -> None:
         """Replace the Session's tokens, unless another request rotated them first (a reuse too)."""
 
         def rotate(current: Stored | None) -> dict[str, Any]:
@@ -97,7 +97,7 @@ class RefreshTokenGrant(IssuingGrant):
                 raise _Reused(session)
             if not session.active:
                 raise InvalidGrant("The session was revoked")
-            return session.rotate_refresh(presented, tokens.hashes(), now, self.retention)
+            return session.rotate_refresh(presented, tokens.hashes(), self.clock(), self.retention)
 
         try:
             result = await self.store.mutate(SESSION, session_id, rotate)
