@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import inspect
 import os
 import random
@@ -13,13 +14,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from fhirbox.app import App, create_app
+from fhirbox.settings import Settings
 
 ROOT_ID = "root"
 ROOT_SECRET = "root-test-secret"
@@ -297,3 +301,22 @@ class ServerProcess:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10.0, **kwargs)
+
+
+@asynccontextmanager
+async def started_app(settings: Settings, **overrides: Any) -> AsyncIterator[App]:
+    """An in-process app with ``settings`` changed by ``overrides``, started and stopped around the block."""
+    application = create_app(dataclasses.replace(settings, **overrides))
+    await application.startup()
+    try:
+        yield application
+    finally:
+        await application.shutdown()
+
+
+@asynccontextmanager
+async def from_address(app: App, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client whose requests reach the in-process ``app`` from ``address`` (the ASGI peer)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 4711))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http

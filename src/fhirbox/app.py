@@ -16,8 +16,10 @@ from fhirbox.auth.basic import BasicAuth
 from fhirbox.auth.client_directory import ClientDirectory, prepare_client_write
 from fhirbox.auth.root import RootClient, root_guard
 from fhirbox.auth.secrets import SecretVerifier
+from fhirbox.auth.throttle import FailureCounter
 from fhirbox.clock import Clock, system_clock
 from fhirbox.health import Health
+from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Scope, Send
 from fhirbox.http.routing import Route, Router
 from fhirbox.models import client, session
@@ -57,8 +59,14 @@ def create_app(
     expiration, retention = settings.access_token_expiration, settings.session_retention
     root = RootClient(store, settings.root_client_id, settings.root_client_secret)
 
+    # Where a request comes from: the peer, or what a trusted proxy forwards (address, base URL).
+    forwarding = Forwarding(settings.trusted_proxies, base_url, configured=bool(settings.base_url))
+
     # Who is calling: Basic client credentials, or a Bearer token of one of the client's Sessions.
-    clients = ClientDirectory(store, SecretVerifier())
+    # Secrets are hashed in a bounded pool; failed authentications are throttled per address.
+    verifier = SecretVerifier(concurrency=settings.hash_concurrency, queue=settings.hash_queue)
+    failures = FailureCounter(settings.auth_failure_limit, settings.auth_failure_window, clock)
+    clients = ClientDirectory(store, verifier, failures)
     keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration)
     jwts = JwtTokens(keys, base_url)
     sessions = SessionCache(store)
@@ -81,7 +89,7 @@ def create_app(
     }
     token = TokenEndpoint(clients, grants)
     revocation = Revocation(store, clients, retention, clock)
-    discovery = Discovery(keys, base_url, grant_types=list(grants))
+    discovery = Discovery(keys, grant_types=list(grants))
     purge = SessionPurge(store, retention, clock)
 
     # The server's own resource types, as the REST API writes and shows them. Sessions are written
@@ -109,12 +117,13 @@ def create_app(
     router.add("GET", "/.well-known/jwks.json", Route(discovery.jwks, "public"))
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
         router.add("GET", path, Route(discovery.authorization_server, "public"))
-    ResourceApi(store, rules, base_url).add_routes(router)
+    ResourceApi(store, rules).add_routes(router)
 
     pipeline = Pipeline(
         router,
         authenticator,
         authorizer,
+        forwarding,
         max_body_bytes=settings.max_body_bytes,
         max_depth=settings.max_depth,
     )

@@ -84,6 +84,7 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         access_log=False,
         log_level=settings.log_level.lower(),
         server_header=False,
+        proxy_headers=False,  # forwarded headers are fhirbox's to trust (FHIRBOX_TRUSTED_PROXIES)
         timeout_graceful_shutdown=30,
     )
 

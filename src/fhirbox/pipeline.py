@@ -13,6 +13,7 @@ from typing import Protocol
 from fhirbox.auth.authenticate import Authenticator
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError, operation_outcome
+from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Request, Scope, Send
 from fhirbox.http.responses import Response, error_response, render
 from fhirbox.http.routing import Route, Router
@@ -45,6 +46,7 @@ class Pipeline:
         router: Router,
         authenticator: Authenticator,
         authorizer: Authorizer,
+        forwarding: Forwarding,
         *,
         max_body_bytes: int,
         max_depth: int,
@@ -52,6 +54,7 @@ class Pipeline:
         self.router = router
         self.authenticator = authenticator
         self.authorizer = authorizer
+        self.forwarding = forwarding
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
         self.ids = RequestIds()
@@ -65,6 +68,7 @@ class Pipeline:
             max_depth=self.max_depth,
             request_id=self.ids.next(),
         )
+        self.forwarding.apply(request)
         try:
             response = await self.respond(request)
         except HttpError as error:

@@ -8,6 +8,7 @@ the help of the ``fhirbox serve`` flags and ``Settings.from_env``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -68,6 +69,17 @@ def _algorithm(value: str) -> str:
     return value
 
 
+def _proxy_list(value: str) -> str:
+    """Comma-separated addresses or CIDRs, each checked; kept as a string (it is exported to workers)."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"must be comma-separated IP addresses or CIDRs, got {item!r}") from None
+    return ",".join(items)
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = _setting("127.0.0.1", str, "Interface the HTTP server listens on.")
@@ -114,6 +126,31 @@ class Settings:
         _non_negative_int,
         "Seconds in which presenting the refresh token just rotated away (a concurrent refresh) is "
         "`invalid_grant` without revoking the Session; later reuse revokes it.",
+    )
+    auth_failure_limit: int = _setting(
+        10,
+        _positive_int,
+        "Failed client authentications from one address (or for one client id from one address) within "
+        "`FHIRBOX_AUTH_FAILURE_WINDOW` after which further attempts are answered 429 (counted per process).",
+    )
+    auth_failure_window: int = _setting(
+        60, _positive_int, "Seconds over which failed client authentications are counted."
+    )
+    hash_concurrency: int | None = _setting(
+        None,
+        _positive_int,
+        "Client secrets hashed at once (scrypt, in threads); default: the number of CPUs.",
+    )
+    hash_queue: int = _setting(
+        32,
+        _non_negative_int,
+        "Requests that may wait for a secret hash beyond those hashing; more are answered 503 at once.",
+    )
+    trusted_proxies: str | None = _setting(
+        None,
+        _proxy_list,
+        "Comma-separated addresses or CIDRs of reverse proxies whose `Forwarded` / `X-Forwarded-*` "
+        "headers are honoured (for the client address, and links and `iss` without `FHIRBOX_BASE_URL`).",
     )
     change_poll_interval: float = _setting(
         0.25,

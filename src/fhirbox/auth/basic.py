@@ -9,6 +9,8 @@ from urllib.parse import unquote_plus
 from fhirbox.auth.authenticate import REALM, unauthorized
 from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
+from fhirbox.auth.throttle import HashBusy, Throttled
+from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 
 
@@ -53,7 +55,11 @@ class BasicAuth:
         readings = decode_basic(credentials)
         if readings is None:
             raise unauthorized("Malformed Basic credentials", self.challenge)
-        client = await self.clients.authenticate_any(readings)
+        try:
+            client = await self.clients.authenticate_any(readings, request.client_addr)
+        except (Throttled, HashBusy) as busy:
+            status = 429 if isinstance(busy, Throttled) else 503
+            raise HttpError(status, str(busy), headers={"Retry-After": str(busy.retry_after)}) from None
         if client is None:
             raise unauthorized("Invalid client credentials", self.challenge)
         is_root = client.id == self.root_client_id

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhirbox.auth.secrets import SecretVerifier, hash_secret
+from fhirbox.auth.throttle import FailureCounter
 from fhirbox.models.client import CLIENT, Client
 from fhirbox.storage.base import Store
 
@@ -17,9 +18,10 @@ _MAX_CACHED = 10_000
 class ClientDirectory:
     """Looks up Clients, caching them in process; every write anywhere evicts the entry."""
 
-    def __init__(self, store: Store, verifier: SecretVerifier) -> None:
+    def __init__(self, store: Store, verifier: SecretVerifier, failures: FailureCounter) -> None:
         self.store = store
         self.verifier = verifier
+        self.failures = failures
         self._cache: dict[str, Client | None] = {}
         # Bumped on every Client change: a lookup that overlapped a change must not cache what it read.
         self._generation = 0
@@ -55,21 +57,29 @@ class ClientDirectory:
             return client
         return None
 
-    async def authenticate_any(self, readings: Sequence[tuple[str, str]]) -> Client | None:
-        """The Client of the first ``(id, secret)`` reading that authenticates (see ``decode_basic``).
+    async def authenticate_any(self, readings: Sequence[tuple[str, str]], address: str) -> Client | None:
+        """The Client of the first ``(id, secret)`` reading that authenticates (see ``decode_basic``),
+        presented from ``address`` (``Request.client_addr``).
 
-        A reading verified before is accepted without hashing; otherwise only readings of existing
+        Raises ``Throttled`` before any hash when that address, or one of the ids at it, has failed too
+        often (``FailureCounter``), and ``HashBusy`` when a hash is needed and the pool is full. A
+        reading verified before is accepted without hashing; otherwise only readings of existing
         Clients are hashed (the first reading when none exists, so an unknown id costs one hash).
         """
+        client_ids = list(dict.fromkeys(client_id for client_id, _ in readings))
+        self.failures.check(client_ids, address)
         found = [(await self.get(client_id), client_id, secret) for client_id, secret in readings]
         for client, client_id, secret in found:
             if client is not None and self.verifier.remembers(client_id, secret, client.version):
+                self.failures.succeeded(client_id, address)
                 return client
         existing = [(client_id, secret) for client, client_id, secret in found if client is not None]
         for client_id, secret in existing or list(readings[:1]):
             client = await self.authenticate(client_id, secret)
             if client is not None:
+                self.failures.succeeded(client_id, address)
                 return client
+        self.failures.failed(client_ids, address)
         return None
 
 

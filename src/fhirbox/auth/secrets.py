@@ -3,6 +3,9 @@
 A correct secret is verified with scrypt once; afterwards the pair (client, presented secret) is
 remembered under an HMAC with a per-process key, tied to the Client's version, so a changed Client
 forgets it. A wrong secret is never cached and always pays the full hash.
+
+Hashes run in a pool of ``concurrency`` threads with at most ``queue`` requests waiting for one; past
+that, ``HashBusy`` is raised at once (503). A credential found in the cache never enters the pool.
 """
 
 from __future__ import annotations
@@ -11,8 +14,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from fhirbox.auth.throttle import HashBusy
 
 _SCHEME = "scrypt"
 _N, _R, _P = 2**14, 8, 1
@@ -62,10 +70,36 @@ _DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
 class SecretVerifier:
     """Verifies client secrets, caching successes per (client, secret, client version)."""
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 10_000, *, concurrency: int | None = None, queue: int = 32) -> None:
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
         self._max = max_entries
+        self._concurrency = concurrency or os.cpu_count() or 1
+        self._capacity = self._concurrency + queue
+        self._pending = 0  # hashes running or waiting for a thread
+        self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fhirbox-hash")
+
+    async def _hash(self, check: Callable[[str, str], bool], secret: str, hashed: str) -> bool:
+        """``check(secret, hashed)`` in the hash pool; ``HashBusy`` when it and its queue are full."""
+        if self._pending >= self._capacity:
+            raise HashBusy()
+        loop = asyncio.get_running_loop()
+        job = self._pool.submit(check, secret, hashed)
+        self._pending += 1
+        # Counted until the thread is done, even when the request that asked is gone (disconnected).
+        job.add_done_callback(lambda _: self._finished(loop))
+        return await asyncio.wrap_future(job)
+
+    def _finished(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called in the hash thread: count the job done on the event loop's thread."""
+
+        def release() -> None:
+            self._pending -= 1
+
+        try:
+            loop.call_soon_threadsafe(release)
+        except RuntimeError:  # the loop is closed: nobody counts any more
+            pass
 
     def _cache_key(self, client_id: str, secret: str) -> bytes:
         message = client_id.encode() + b"\x00" + secret.encode()
@@ -78,16 +112,17 @@ class SecretVerifier:
     async def verify(self, client_id: str, secret: str, hashed: str | None, version: int) -> bool:
         """True when ``secret`` is the client's secret. ``hashed`` None means unknown client.
 
-        A cache miss hashes in a worker thread (scrypt releases the GIL), not on the event loop.
+        A cache miss hashes in the pool's threads (scrypt releases the GIL), not on the event loop;
+        ``HashBusy`` when the pool is full.
         """
         key = self._cache_key(client_id, secret)
         cached = self._cache.get(key)
         if cached is not None and hashed is not None and cached == (client_id, version):
             return True
         if hashed is None:
-            await asyncio.to_thread(verify_secret, secret, _DUMMY_HASH)
+            await self._hash(verify_secret, secret, _DUMMY_HASH)
             return False
-        if not await asyncio.to_thread(verify_secret, secret, hashed):
+        if not await self._hash(verify_secret, secret, hashed):
             return False
         self._cache[key] = (client_id, version)
         if len(self._cache) > self._max:

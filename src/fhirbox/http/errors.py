@@ -18,6 +18,7 @@ ISSUE_CODES: dict[int, str] = {
     413: "too-costly",
     415: "not-supported",
     422: "invalid",
+    429: "throttled",
     500: "exception",
     503: "transient",
 }

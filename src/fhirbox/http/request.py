@@ -23,6 +23,8 @@ class Request:
         "_query",
         "_query_invalid",
         "_receive",
+        "base_url",
+        "client_addr",
         "headers",
         "max_body_bytes",
         "max_depth",
@@ -55,6 +57,11 @@ class Request:
         self._body: bytes | None = None
         self._query: list[tuple[str, str]] | None = None
         self._query_invalid = False
+        client = scope.get("client")
+        # The peer's address and the configured base URL until the pipeline resolves forwarded headers
+        # (``http/forwarded.py``): everything reads these two, never the headers or the scope.
+        self.client_addr: str = str(client[0]) if client else ""
+        self.base_url: str = ""
 
     @property
     def query(self) -> list[tuple[str, str]]:
@@ -82,11 +89,6 @@ class Request:
             if key == name:
                 return value
         return None
-
-    @property
-    def client_addr(self) -> str:
-        client = self.scope.get("client")
-        return str(client[0]) if client else ""
 
     async def body(self) -> bytes:
         """The whole body; 413 past the limit, whether announced by Content-Length or chunked."""

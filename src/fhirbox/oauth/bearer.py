@@ -63,11 +63,14 @@ class BearerAuth:
         if is_jwt(token):
             if entry.verified_hash != hashed:
                 try:
-                    entry.claims = await self.jwts.verify_access_token(token)
+                    entry.claims = await self.jwts.verify_access_token(token, request.base_url)
                 except InvalidToken as exc:
                     raise invalid_token(str(exc)) from None
                 entry.verified_hash = hashed
             claims = entry.claims
+            if claims is None or claims.get("iss") != request.base_url:
+                # Verified before through another base URL (a trusted proxy's other host).
+                raise invalid_token("Invalid JWT: Invalid issuer")
         client_id = session.client_id
         client = await self.clients.get(client_id) if client_id is not None else None
         if client is None:

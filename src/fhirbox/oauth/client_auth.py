@@ -15,21 +15,30 @@ from urllib.parse import parse_qsl
 
 from fhirbox.auth.basic import decode_basic
 from fhirbox.auth.client_directory import ClientDirectory
+from fhirbox.auth.throttle import HashBusy, Throttled
 from fhirbox.http.errors import HttpError
 from fhirbox.http.formats import FORM_TYPE, JSON_TYPES, media_type
 from fhirbox.http.request import Request
 from fhirbox.models.client import Client
-from fhirbox.oauth.errors import InvalidClient, InvalidRequest
+from fhirbox.oauth.errors import (
+    InvalidClient,
+    InvalidRequest,
+    TemporarilyUnavailable,
+    TooManyAttempts,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class OAuthRequest:
-    """The parameters of a token or revocation request and the credentials the client presented."""
+    """The parameters of a token or revocation request, the credentials the client presented, and
+    where from: its address and the base URL it used (the ``iss`` of tokens issued to it)."""
 
     params: dict[str, str]
     # The (id, secret) readings to try, in order: one from the body, one or two from Basic.
     credentials: tuple[tuple[str, str], ...]
     tried_basic: bool
+    client_addr: str
+    issuer: str
 
     @property
     def client_id(self) -> str:
@@ -132,7 +141,7 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
             readings = [reading for reading in readings if reading[0] == body_id]
             if not readings:
                 raise InvalidRequest("client_id in the body differs from the Basic credentials")
-        return OAuthRequest(params, tuple(readings), tried_basic=True)
+        return OAuthRequest(params, tuple(readings), True, request.client_addr, request.base_url)
     if not body_id:
         raise InvalidClient(
             "Client authentication required: Basic or client_id/client_secret", tried_basic=False
@@ -141,12 +150,18 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
         raise InvalidClient(
             "client_secret is required: only confidential clients are served", tried_basic=False
         )
-    return OAuthRequest(params, ((body_id, body_secret),), tried_basic=False)
+    return OAuthRequest(params, ((body_id, body_secret),), False, request.client_addr, request.base_url)
 
 
 async def authenticate_client(clients: ClientDirectory, oauth: OAuthRequest) -> Client:
-    """The client, or one indistinguishable ``invalid_client`` for unknown, wrong or inactive."""
-    client = await clients.authenticate_any(oauth.credentials)
+    """The client, or one indistinguishable ``invalid_client`` for unknown, wrong or inactive; 429
+    ``invalid_client`` when its address (or its id there) is throttled, 503 when hashes are backed up."""
+    try:
+        client = await clients.authenticate_any(oauth.credentials, oauth.client_addr)
+    except Throttled as throttled:
+        raise TooManyAttempts(str(throttled), retry_after=throttled.retry_after) from None
+    except HashBusy as busy:
+        raise TemporarilyUnavailable(str(busy), retry_after=busy.retry_after) from None
     if client is None:
         raise InvalidClient("Client authentication failed", tried_basic=oauth.tried_basic)
     return client

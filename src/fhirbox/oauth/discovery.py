@@ -14,14 +14,13 @@ AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
 class Discovery:
-    def __init__(self, keys: KeyRing, base_url: str, grant_types: Sequence[str]) -> None:
+    def __init__(self, keys: KeyRing, grant_types: Sequence[str]) -> None:
         """``grant_types``: those the token endpoint serves."""
         self.keys = keys
-        self.base_url = base_url
         self.grant_types = list(grant_types)
 
-    def metadata(self) -> dict[str, Any]:
-        base = self.base_url
+    def metadata(self, base: str) -> dict[str, Any]:
+        """The metadata as seen at ``base``, the request's base URL."""
         algorithms = sorted({key.alg for key in self.keys.published()})
         return {
             "issuer": base,
@@ -41,4 +40,4 @@ class Discovery:
         return json_response(200, self.keys.jwks())
 
     async def authorization_server(self, request: Request, principal: Principal | None) -> Response:
-        return json_response(200, self.metadata())
+        return json_response(200, self.metadata(request.base_url))

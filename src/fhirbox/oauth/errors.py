@@ -31,8 +31,11 @@ class OAuthError(Exception):
 
     def response(self) -> Response:
         return json_response(
-            self.status, {"error": self.error, "error_description": self.description}, dict(NO_STORE)
+            self.status, {"error": self.error, "error_description": self.description}, self.headers()
         )
+
+    def headers(self) -> dict[str, str]:
+        return dict(NO_STORE)
 
 
 class InvalidRequest(OAuthError):
@@ -56,6 +59,32 @@ class InvalidClient(OAuthError):
         # RFC 6749 §5.2: a client that tried the Authorization header gets 401 and a challenge.
         headers = {**NO_STORE, "WWW-Authenticate": 'Basic realm="fhirbox"'}
         return json_response(401, {"error": self.error, "error_description": self.description}, headers)
+
+
+class RetryLater(OAuthError):
+    """An error the client should retry after ``retry_after`` seconds (``Retry-After``)."""
+
+    def __init__(self, description: str, *, retry_after: int) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {**NO_STORE, "Retry-After": str(self.retry_after)}
+
+
+class TooManyAttempts(RetryLater):
+    """Client authentication is throttled for this address (or this client id from it): 429, and still
+    ``invalid_client``, the error RFC 6749 has for a failed client authentication."""
+
+    error = "invalid_client"
+    status = 429
+
+
+class TemporarilyUnavailable(RetryLater):
+    """The server cannot check the client's secret now (the hash pool and its queue are full): 503."""
+
+    error = "temporarily_unavailable"
+    status = 503
 
 
 class UnauthorizedClient(OAuthError):

@@ -34,14 +34,16 @@ def issue_tokens(
     now: int,
     audience: str | None,
     scope: list[str] | None,
+    issuer: str,
 ) -> IssuedTokens:
-    """A new access token (and refresh token when the client has them) for ``session_id``."""
+    """A new access token (and refresh token when the client has them) for ``session_id``, JWTs with
+    ``iss`` = ``issuer``."""
     expires_at = now + config.access_token_expiration
     refresh_expires_at = now + config.refresh_token_expiration if config.refresh_token_expiration else None
     if config.jwt:
-        access = jwts.access_token(session_id, client_id, now, expires_at, audience, scope)
+        access = jwts.access_token(session_id, client_id, now, expires_at, audience, scope, issuer=issuer)
         refresh = (
-            jwts.refresh_token(session_id, client_id, now, refresh_expires_at)
+            jwts.refresh_token(session_id, client_id, now, refresh_expires_at, issuer=issuer)
             if config.refresh_token
             else None
         )

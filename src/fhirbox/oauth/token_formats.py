@@ -91,7 +91,11 @@ def is_jwt(token: str) -> bool:
 
 
 class JwtTokens:
-    """Signs access and refresh JWTs with the active key, and verifies access JWTs."""
+    """Signs access and refresh JWTs with the active key, and verifies access JWTs.
+
+    ``issuer`` is the configured base URL; each request passes its own (``Request.base_url``), which
+    differs only behind a trusted proxy without ``FHIRBOX_BASE_URL``.
+    """
 
     def __init__(self, keys: KeyRing, issuer: str) -> None:
         self.keys = keys
@@ -105,10 +109,12 @@ class JwtTokens:
         expires_at: int,
         audience: str | None,
         scope: list[str] | None,
+        *,
+        issuer: str,
     ) -> str:
         """An RFC 9068 access token: ``typ: at+jwt``, ``kid`` of the signing key."""
         claims: dict[str, Any] = {
-            "iss": self.issuer,
+            "iss": issuer,
             "sub": client_id,
             "client_id": client_id,
             "iat": issued_at,
@@ -124,10 +130,12 @@ class JwtTokens:
             claims, key.private, algorithm=key.alg, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP}
         )
 
-    def refresh_token(self, session_id: str, client_id: str, issued_at: int, expires_at: int | None) -> str:
+    def refresh_token(
+        self, session_id: str, client_id: str, issued_at: int, expires_at: int | None, *, issuer: str
+    ) -> str:
         """A refresh JWT (``typ: refresh``); ``rti`` makes every rotated one unique."""
         claims: dict[str, Any] = {
-            "iss": self.issuer,
+            "iss": issuer,
             "sub": client_id,
             "iat": issued_at,
             "jti": session_id,
@@ -139,8 +147,9 @@ class JwtTokens:
         key = self.keys.active
         return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
 
-    async def verify_access_token(self, token: str) -> dict[str, Any]:
-        """The claims of a genuine, unexpired access JWT of this issuer; ``InvalidToken`` otherwise.
+    async def verify_access_token(self, token: str, issuer: str | None = None) -> dict[str, Any]:
+        """The claims of a genuine, unexpired access JWT of ``issuer`` (default: the configured one);
+        ``InvalidToken`` otherwise.
 
         The algorithm is pinned to the one of the key named by ``kid``, so ``none``, HMAC and any
         algorithm switch fail; ``typ`` must be ``at+jwt`` (a refresh JWT is not an access token).
@@ -161,7 +170,7 @@ class JwtTokens:
                 token,
                 key.public,
                 algorithms=[key.alg],
-                issuer=self.issuer,
+                issuer=issuer or self.issuer,
                 # The token's audience names the resource servers it is meant for; fhirbox accepts its
                 # own tokens whatever audience they carry.
                 options={"require": _REQUIRED_CLAIMS, "verify_aud": False},

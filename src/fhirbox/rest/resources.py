@@ -48,10 +48,10 @@ def check_if_match(header: str | None, current: Stored | None) -> None:
 class ResourceApi:
     """Handlers for ``/{type}``, ``/{type}/{id}`` and their history."""
 
-    def __init__(self, store: Store, rules: ResourceRules, base_url: str) -> None:
+    def __init__(self, store: Store, rules: ResourceRules) -> None:
+        """Links are made with each request's ``base_url``."""
         self.store = store
         self.rules = rules
-        self.base_url = base_url
 
     def add_routes(self, router: Router) -> None:
         router.constrain("type", TYPE_PATTERN)
@@ -175,7 +175,7 @@ class ResourceApi:
         result = await self.store.mutate(type_, id_, mutation)
         assert result.after is not None
         await self.rules.written(type_, result.before, result.after)
-        location = f"{self.base_url}/{type_}/{id_}/_history/{result.after.version}"
+        location = f"{request.base_url}/{type_}/{id_}/_history/{result.after.version}"
         return self.respond(request, 201, result.after, {"Location": location})
 
     def patched(
@@ -271,7 +271,7 @@ class ResourceApi:
         search = SearchRequest(request.query, self.rules.hidden_fields(type_))
         found = await self.store.search(type_, search.query)
         resources = [search.project(self.rules.present(type_, body)) for body in found.resources]
-        return render(request, 200, searchset(search, resources, found.total, f"{self.base_url}/{type_}"))
+        return render(request, 200, searchset(search, resources, found.total, f"{request.base_url}/{type_}"))
 
     async def history(self, request: Request, principal: Principal | None) -> Response:
         type_, id_ = self.target(request)
@@ -294,7 +294,7 @@ class ResourceApi:
             "entry": [
                 {
                     "resource": self.rules.present(type_, stored.body),
-                    "fullUrl": f"{self.base_url}/{type_}/{id_}",
+                    "fullUrl": f"{request.base_url}/{type_}/{id_}",
                     "request": {"method": methods[stored.op], "url": f"{type_}/{id_}"},
                     "response": {"etag": etag(stored), "lastModified": stored.body["meta"]["lastUpdated"]},
                 }

@@ -72,11 +72,12 @@ class ClientCredentialsGrant(IssuingGrant):
             now=now,
             audience=audience,
             scope=scope,
+            issuer=request.issuer,
         )
         session = Session.new(
             session_id=session_id,
             client_id=client.id,
-            issuer=self.jwts.issuer,
+            issuer=request.issuer,
             now=now,
             audience=audience,
             scope=scope,

@@ -59,6 +59,7 @@ class RefreshTokenGrant(IssuingGrant):
             now=now,
             audience=session.audience,
             scope=session.scope,
+            issuer=request.issuer,
         )
         if tokens.refresh_token is None:
             raise UnauthorizedClient("Refresh tokens are not enabled for this client")
