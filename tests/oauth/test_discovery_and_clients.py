@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.oauth.support import SECRET
+from tests.oauth.support import SECRET, client_body
 from tests.support import ROOT
 
 DISCOVERY = ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
@@ -62,6 +62,15 @@ async def test_invalid_client_settings_are_422_naming_the_field(
     response = await client.put("/Client/bad", json=body, auth=ROOT)
     assert response.status_code == 422
     assert field in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("regex", ["#(a)\\1", "#(?=a)a", "#\\bx"])
+async def test_audience_regex_re2_cannot_run_is_422_naming_it(client: httpx.AsyncClient, regex: str) -> None:
+    response = await client.put("/Client/bad", json=client_body(audience=["urn:ok", regex]), auth=ROOT)
+    assert response.status_code == 422, response.text
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert "auth.client_credentials.audience" in diagnostics and repr(regex) in diagnostics
+    assert (await client.get("/Client/bad", auth=ROOT)).status_code == 404
 
 
 async def test_unknown_grant_type_is_422(client: httpx.AsyncClient) -> None:

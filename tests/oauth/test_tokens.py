@@ -16,7 +16,7 @@ from fhirbox.app import App
 from fhirbox.oauth.keys import KeyRing, generate_private_key
 from fhirbox.oauth.token_formats import InvalidToken, JwtTokens
 from tests.oauth.support import SECRET, bearer, client_body, get_token, put_client
-from tests.support import ROOT, MovableClock
+from tests.support import ROOT, MovableClock, ServerProcess
 
 
 def b64url(data: bytes) -> str:
@@ -111,16 +111,32 @@ async def test_audience_regex_must_match_the_whole_value(client: httpx.AsyncClie
     ok = await get_token(client, "aud", resource="https://api.example")
     assert jwt.decode(ok["access_token"], options={"verify_signature": False})["aud"] == "https://api.example"
     assert (await get_token(client, "aud", audience="urn:x"))["access_token"]
-    response = await client.post(
-        "/auth/token",
-        json={
-            "grant_type": "client_credentials",
-            "client_id": "aud",
-            "client_secret": SECRET,
-            "audience": "https://api.example.evil.com",
-        },
-    )
-    assert response.json()["error"] == "invalid_target"
+    assert (await ask_token(client, "aud", "https://api.example.evil.com")).json()[
+        "error"
+    ] == "invalid_target"
+
+
+async def ask_token(client: httpx.AsyncClient, client_id: str, audience: str) -> httpx.Response:
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": SECRET}
+    return await client.post("/auth/token", json={**form, "audience": audience})
+
+
+@pytest.mark.parametrize("pattern", ["#(a+)+b", "#(a|aa)+b"])
+def test_pathological_audience_regex_answers_on_a_long_audience(server: ServerProcess, pattern: str) -> None:
+    """On a backtracking engine the 100,000-character request would not answer within 10 s."""
+    with server.client() as http:  # timeout=10 s per request
+        created = http.put("/Client/aud", json=client_body(audience=[pattern]), auth=ROOT)
+        assert created.status_code == 201, created.text
+        form = {"grant_type": "client_credentials", "client_id": "aud", "client_secret": SECRET}
+        refused = http.post("/auth/token", json={**form, "audience": "a" * 100_000 + "c"})
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_target"
+        assert http.post("/auth/token", json={**form, "audience": "aaab"}).status_code == 200
+
+
+async def test_audience_regex_keeps_unicode_meaning(client: httpx.AsyncClient) -> None:
+    await put_client(client, "aud", client_body(audience=["#urn:\\w+:\\d+"]))
+    assert (await get_token(client, "aud", audience="urn:ÿé日本:٣4"))["access_token"]
+    assert (await ask_token(client, "aud", "urn:x:")).json()["error"] == "invalid_target"
 
 
 async def test_bearer_errors_carry_rfc_6750_challenge(client: httpx.AsyncClient) -> None:

@@ -6,12 +6,13 @@ Its shape (Aidbox's): ``secret`` (kept as a scrypt hash, never shown), ``grant_t
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from fhirbox.http.errors import HttpError
+from fhirbox.regex import UnsupportedRegex, compile_fullmatch
 from fhirbox.storage.base import Stored
 
 CLIENT = "Client"
@@ -33,10 +34,18 @@ KNOWN_GRANT_TYPES = frozenset(
 _EXPIRATIONS = ("access_token_expiration", "token_expiration", "refresh_token_expiration")
 
 
+def compile_audience(pattern: str) -> Callable[[str], bool]:
+    """The full-match test of a ``#``-prefixed allowed audience (RE2, compiled once and cached)."""
+    return compile_fullmatch(pattern[1:])
+
+
 @lru_cache(maxsize=1024)
-def compile_audience(pattern: str) -> re.Pattern[str]:
-    """The regular expression of a ``#``-prefixed allowed audience."""
-    return re.compile(pattern[1:])
+def _audience_matcher(pattern: str) -> Callable[[str], bool]:
+    """As ``compile_audience``, but an entry stored before it was refused matches nothing."""
+    try:
+        return compile_audience(pattern)
+    except UnsupportedRegex:
+        return lambda value: False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +65,7 @@ class ClientCredentialsSettings:
             return True
         for allowed in self.audience:
             if allowed.startswith("#"):
-                if compile_audience(allowed).fullmatch(value):
+                if _audience_matcher(allowed)(value):
                     return True
             elif allowed == value:
                 return True
@@ -186,5 +195,5 @@ def _validate_audience(audience: Any, field: str) -> None:
         if allowed.startswith("#"):
             try:
                 compile_audience(allowed)
-            except re.error as exc:
+            except UnsupportedRegex as exc:
                 raise _invalid(field, f"has an invalid regular expression {allowed!r}: {exc}") from None

@@ -4,6 +4,8 @@ As in Aidbox, empty values (``[]``, ``{}``, ``""`` and null) are removed from th
 so a schema must list what it needs under ``required``. Schemas declare their draft with ``$schema``
 (draft-07 and 2020-12 among others); without it they are read as draft-07, Aidbox's version. Schemas
 are compiled once, never fetch remote ``$ref`` documents, and run in jsonschema-rs's compiled validator.
+``pattern`` and ``patternProperties`` run on Rust's ``regex`` crate (linear time, like RE2 for matcho):
+a pattern with backreferences or lookaround is refused when the policy is written.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from fhirbox.policy.request_object import RequestObject
 from fhirbox.policy.rule import PolicyError, Rule, field_path
 
 _MAX_ERRORS = 10
+# Linear-time regular expressions: the default (fancy-regex) backtracks on backreferences and lookaround.
+_PATTERNS = jsonschema_rs.RegexOptions()
 # Top-level keywords under which only the keys named in ``properties`` and ``required`` can affect
 # the result; a schema using nothing else is validated against just those keys of the request.
 _KEY_LOCAL_KEYWORDS = frozenset(
@@ -55,9 +59,9 @@ def compile_json_schema(rule: dict[str, Any], where: str) -> Rule:
         raise PolicyError(f"{where}: must be a JSON Schema object")
     try:
         if isinstance(schema, dict) and "$schema" in schema:
-            validator = jsonschema_rs.validator_for(schema, offline=True)
+            validator = jsonschema_rs.validator_for(schema, offline=True, pattern_options=_PATTERNS)
         else:
-            validator = jsonschema_rs.Draft7Validator(schema, offline=True)
+            validator = jsonschema_rs.Draft7Validator(schema, offline=True, pattern_options=_PATTERNS)
     except (jsonschema_rs.ValidationError, ValueError) as exc:
         raise PolicyError(f"{where}: invalid JSON Schema: {_first_line(exc)}") from None
     return JsonSchemaRule(validator, _request_keys(schema))

@@ -6,7 +6,8 @@ The pattern language:
 - an object matches an object having at least its keys, each value matching recursively (a missing
   key matches as null);
 - an array matches an array starting with its elements in order (an ordered prefix);
-- ``"#regex"`` matches a string the regular expression matches as a whole (anchored);
+- ``"#regex"`` matches a string the regular expression matches as a whole (anchored), run on RE2
+  (linear time; ``fhirbox.regex``);
 - ``"present?"`` matches any non-null value, ``"nil?"`` null or a missing key, ``"not-blank?"`` a string
   with a non-space character;
 - ``".path.to.value"`` matches the value at that path of the request object (never a missing one);
@@ -20,13 +21,13 @@ The pattern language:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fhirbox.policy.request_object import RequestObject
 from fhirbox.policy.rule import PolicyError, Rule, field_path
+from fhirbox.regex import UnsupportedRegex, compile_fullmatch
 
 Matcher = Callable[[Any, RequestObject], bool]
 _MAPPINGS = (dict, RequestObject)
@@ -186,11 +187,10 @@ def _string(pattern: str, where: str) -> Matcher:
         return special
     if pattern.startswith("#"):
         try:
-            regex = re.compile(pattern[1:])
-        except re.error as exc:
+            fullmatch = compile_fullmatch(pattern[1:])
+        except UnsupportedRegex as exc:
             raise PolicyError(f"{where}: invalid regular expression {pattern[1:]!r}: {exc}") from None
-        fullmatch = regex.fullmatch
-        return lambda value, request: isinstance(value, str) and fullmatch(value) is not None
+        return lambda value, request: isinstance(value, str) and fullmatch(value)
     if pattern.startswith("."):
         path = tuple(pattern[1:].split("."))
         if not all(path):
