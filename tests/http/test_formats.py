@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 
+import fhirbox.http.formats
 from tests.support import ROOT_ID, ROOT_SECRET, ServerProcess, basic
 
 SEED_CLIENT = b"""secret: verysecret
@@ -117,6 +123,184 @@ async def test_yaml_alias_bomb_is_rejected(root: httpx.AsyncClient) -> None:
     assert response.status_code in (400, 413)
     assert response.json()["resourceType"] == "OperationOutcome"
     assert (await root.get("/Patient/bomb")).status_code == 404
+
+
+async def _stored(root: httpx.AsyncClient, resource_id: str, body: bytes, content_type: str) -> bytes:
+    """What the server stored for ``body``, as canonical JSON (sorted keys, no id or meta), so that
+    1000 and 1000.0, 0 and -0.0 stay different."""
+    response = await root.put(f"/Patient/{resource_id}", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 201, response.text
+    stored = orjson.loads((await root.get(f"/Patient/{resource_id}")).content)
+    for server_field in ("id", "meta"):
+        stored.pop(server_field, None)
+    return orjson.dumps(stored, option=orjson.OPT_SORT_KEYS)
+
+
+# JSON is YAML 1.2: the same bytes must mean the same thing under either Content-Type.
+JSON_AS_YAML = b"""{"resourceType": "Patient", "exp": 1e3, "EXP": 1E-3, "zero": -0, "negzero": -0.0,
+ "i63": 9223372036854775807, "i63plus": 9223372036854775808, "u64": 18446744073709551615,
+ "u64plus": 18446744073709551616, "i64minus": -9223372036854775809,
+ "huge": 123456789012345678901234567890, "none": null, "yes": true, "no": false, "tenth": 0.1,
+ "words": ["NO", "on", "12:30", "0777", "2024-01-01"]}"""
+
+# YAML spellings and the JSON that means the same (YAML 1.2 core schema).
+YAML_SPELLINGS = b"""resourceType: Patient
+answer: NO
+on: on
+yes: yes
+Off: Off
+time: 12:30
+sexagesimal: 1:20:30
+octal: 0777
+octal12: 0o17
+hex: 0x1F
+date: 2024-01-01
+stamp: 2024-01-31T12:00:00Z
+exp: 1e3
+half: .5
+whole: 1.
+plus: +12
+zero: -0
+underscored: 1_000
+binary: 0b101
+none: null
+tilde: ~
+empty:
+t: true
+f: False
+T: TRUE
+mixed: tRUE
+near: 9223372036854775807
+big: 18446744073709551616
+"""
+YAML_SPELLINGS_AS_JSON = b"""{"resourceType": "Patient", "answer": "NO", "on": "on", "yes": "yes",
+ "Off": "Off", "time": "12:30", "sexagesimal": "1:20:30", "octal": 777, "octal12": 15, "hex": 31,
+ "date": "2024-01-01", "stamp": "2024-01-31T12:00:00Z", "exp": 1e3, "half": 0.5, "whole": 1.0,
+ "plus": 12, "zero": -0, "underscored": "1_000", "binary": "0b101", "none": null, "tilde": null,
+ "empty": null, "t": true, "f": false, "T": true, "mixed": "tRUE", "near": 9223372036854775807,
+ "big": 18446744073709551616}"""
+
+
+@pytest.mark.parametrize(
+    ("yaml_body", "json_body"), [(JSON_AS_YAML, JSON_AS_YAML), (YAML_SPELLINGS, YAML_SPELLINGS_AS_JSON)]
+)
+async def test_yaml_and_json_bodies_store_the_same(
+    root: httpx.AsyncClient, yaml_body: bytes, json_body: bytes
+) -> None:
+    from_json = await _stored(root, "from-json", json_body, "application/json")
+    from_yaml = await _stored(root, "from-yaml", yaml_body, "text/yaml")
+    assert orjson.loads(from_yaml) == orjson.loads(from_json)
+    assert from_yaml == from_json
+
+
+# Each YAML number and the JSON spelling of the same number.
+REFUSED_NUMBERS = [
+    (b"1e400", b"1e400"),
+    (b"-1.5e999", b"-1.5e999"),
+    (b"0x" + b"F" * 300, b"1" + b"0" * 400),
+    (b".inf", b"1e400"),
+    (b"-.Inf", b"-1e400"),
+    (b".nan", b"1e400"),
+]
+
+
+async def test_numbers_a_json_body_refuses_are_refused_in_yaml(root: httpx.AsyncClient) -> None:
+    for yaml_value, json_value in REFUSED_NUMBERS:
+        as_json = await root.put(
+            "/Patient/n",
+            content=b'{"value": ' + json_value + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        as_yaml = await root.put(
+            "/Patient/n", content=b"value: " + yaml_value, headers={"Content-Type": "text/yaml"}
+        )
+        assert as_json.status_code == as_yaml.status_code == 400, (yaml_value, as_yaml.text)
+        assert as_json.json()["id"] == as_yaml.json()["id"] == "invalid"
+        assert (await root.get("/Patient/n")).status_code == 404
+
+
+def _aliases_of_a_long_string(uses: int) -> bytes:
+    return b'text: &t "' + b"x" * 1000 + b'"\nmany: [' + b", ".join([b"*t"] * uses) + b"]\n"
+
+
+async def test_yaml_alias_expansion_is_bounded_by_the_body_limit(root: httpx.AsyncClient) -> None:
+    """FHIRBOX_MAX_BODY_BYTES (1 MiB by default) bounds what the aliases expand to, not only the body."""
+    within = _aliases_of_a_long_string(900)
+    response = await root.put("/Patient/within", content=within, headers={"Content-Type": "text/yaml"})
+    assert response.status_code == 201
+    assert response.json()["many"] == ["x" * 1000] * 900
+    beyond = _aliases_of_a_long_string(1100)
+    assert len(beyond) < 10_000
+    response = await root.put("/Patient/beyond", content=beyond, headers={"Content-Type": "text/yaml"})
+    assert response.status_code == 413, response.status_code
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert response.json()["id"] == "too-costly"
+    assert (await root.get("/Patient/beyond")).status_code == 404
+
+
+@contextmanager
+def _lines_run_in(filename: str, cap: int) -> Iterator[list[int]]:
+    """Counts the lines of Python run in ``filename`` (a measure of work, not of time); counting and
+    tracing stop past ``cap``."""
+    count = [0]
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            count[0] += 1
+        if count[0] <= cap:
+            return local
+        frame.f_trace = None
+        sys.settrace(None)
+        return None
+
+    def calls(frame: FrameType, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename == filename else None
+
+    previous = sys.gettrace()
+    sys.settrace(calls)
+    try:
+        yield count
+    finally:
+        sys.settrace(previous)
+
+
+async def test_a_billion_laughs_is_refused_before_it_is_expanded(root: httpx.AsyncClient) -> None:
+    """Ten levels of ten aliases would expand to 10**10 strings. The decoder must refuse it after a
+    pass over its few nodes: far fewer lines run than one per expanded node would take."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, 10):
+        previous, name = chr(ord("a") + level - 1), chr(ord("a") + level)
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 10) + "]")
+    body = ("\n".join(lines) + "\n").encode()
+    assert len(body) < 600
+    cap = 20_000
+    with _lines_run_in(fhirbox.http.formats.__file__, cap) as decoder_lines:
+        response = await root.put("/Patient/lol", content=body, headers={"Content-Type": "text/yaml"})
+    assert response.status_code == 413
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert decoder_lines[0] <= cap
+    assert (await root.get("/Patient/lol")).status_code == 404
+
+
+TRICKY_STRINGS = [
+    "NO", "on", "yes", "Off", "12:30", "0777", "0o17", "0x1F", "1e3", "1E+3", "-2e-5", "-0", "+1", ".5",
+    "1.", "2024-01-01", "~", "null", "Null", "", "true", "False", ".inf", "-.Inf", ".NaN", "1_000",
+]  # fmt: skip
+
+
+async def test_yaml_responses_quote_strings_a_yaml_reader_would_take_for_other_values(
+    root: httpx.AsyncClient,
+) -> None:
+    document = {"words": TRICKY_STRINGS, "keys": {word: word for word in TRICKY_STRINGS}}
+    await root.put("/Patient/words", json=document)
+    text = (await root.get("/Patient/words", headers={"Accept": "text/yaml"})).text
+    for word in TRICKY_STRINGS:
+        assert f"- '{word}'\n" in text or f'- "{word}"\n' in text, (word, text)
+    assert yaml.safe_load(text)["words"] == TRICKY_STRINGS  # a YAML 1.1 reader
+    response = await root.put("/Patient/again", content=text.encode(), headers={"Content-Type": "text/yaml"})
+    assert response.status_code == 201, response.text  # the server reads YAML 1.2
+    assert response.json()["words"] == TRICKY_STRINGS
+    assert response.json()["keys"] == {word: word for word in TRICKY_STRINGS}
 
 
 async def test_recursive_yaml_alias_is_rejected(root: httpx.AsyncClient) -> None:

@@ -127,4 +127,5 @@ class Request:
             self.headers.get("content-type"),
             max_depth=self.max_depth,
             max_nodes=max(self.max_body_bytes, 1024),
+            max_bytes=self.max_body_bytes,
         )
