@@ -42,6 +42,7 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     import uvicorn
 
     from fhirbox.app import create_app
+    from fhirbox.http.server import PROTOCOL, raise_open_file_limit
 
     settings = load_settings(host=host, port=port, database_url=database_url, workers=workers)
     logging.basicConfig(
@@ -65,6 +66,7 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
             "Set FHIRBOX_ROOT_CLIENT_SECRET to choose your own."
         )
     export(settings)
+    raise_open_file_limit()  # before uvicorn starts: worker processes inherit it
     database = redacted_url(settings.database_url)
     click.echo(f"fhirbox listening on http://{settings.host}:{settings.port} (database {database})")
     sys.stdout.flush()
@@ -79,7 +81,8 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
         loop="uvloop",
-        http="httptools",
+        # httptools with bounded heads, head and keep-alive timeouts and a connection cap (from settings)
+        http=PROTOCOL,
         lifespan="on",
         access_log=False,
         log_level=settings.log_level.lower(),

@@ -158,6 +158,20 @@ class Settings:
         "Seconds between polls of the database for changes made by other server processes.",
     )
     log_level: str = _setting("info", str, "Log level: debug, info, warning or error.")
+    header_timeout: int = _setting(
+        10,
+        _positive_int,
+        "Seconds a connection has to send a complete request head (from its start or its next "
+        "request's first byte) before it is closed.",
+    )
+    keepalive_timeout: int = _setting(
+        5, _positive_int, "Seconds an idle keep-alive connection is kept open between requests."
+    )
+    max_connections: int = _setting(
+        1000,
+        _positive_int,
+        "Most connections one server process holds open at once; further ones are closed at once.",
+    )
 
     @property
     def public_base_url(self) -> str:

@@ -45,10 +45,18 @@ class Request:
         self.path: str = scope["path"]
         self.query_string: str = scope.get("query_string", b"").decode("latin-1")
         headers: dict[str, str] = {}
+        repeated: dict[str, list[str]] | None = None
         for raw_name, raw_value in scope.get("headers", ()):
             name = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            if name in headers:  # joined once at the end: linear in the number of fields
+                if repeated is None:
+                    repeated = {}
+                repeated.setdefault(name, [headers[name]]).append(value)
+            headers[name] = value
+        if repeated is not None:
+            for name, values in repeated.items():
+                headers[name] = ", ".join(values)
         self.headers = headers
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth

@@ -1,0 +1,226 @@
+"""How fhirbox serves HTTP: uvicorn's httptools protocol with every connection bounded.
+
+``BoundedHttpToolsProtocol`` is uvicorn's ``HttpToolsProtocol`` plus limits the application never has to
+think about:
+
+* a request head (request line and header fields) over ``MAX_HEAD_BYTES`` or with more than
+  ``MAX_HEAD_FIELDS`` fields is answered 431 and the connection closed, before the application sees it.
+  The bytes are counted as they arrive, before httptools gets them, so a huge head costs at most
+  ``MAX_HEAD_BYTES`` of parsing (httptools joins the pieces of a header value with ``+=``, quadratic in
+  the number of reads);
+* a connection that has not sent a complete head ``FHIRBOX_HEADER_TIMEOUT`` seconds after it opened or
+  after the first byte of its next request arrived is closed; idle keep-alive connections close after
+  ``FHIRBOX_KEEPALIVE_TIMEOUT`` (uvicorn's own keep-alive timer);
+* a server process holds at most ``FHIRBOX_MAX_CONNECTIONS`` connections; further ones are closed as
+  soon as they are accepted.
+
+The per-request cost is a few counters and a clock read: the head deadline is one timer per connection
+that, when it fires, re-arms itself for the current head's deadline instead of a timer per request.
+
+``uvicorn.run(http=PROTOCOL)`` names the class by import string, so worker processes import it too; each
+process reads the limits from the ``FHIRBOX_*`` environment (``fhirbox serve`` exports its settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from fhirbox.http.errors import operation_outcome
+from fhirbox.http.formats import dump_json
+from fhirbox.settings import Settings
+
+PROTOCOL = "fhirbox.http.server:BoundedHttpToolsProtocol"
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_HEAD_FIELDS = 100
+
+_TOO_LARGE_BODY = dump_json(
+    operation_outcome(
+        "too-long",
+        f"Request head is over {MAX_HEAD_BYTES} bytes or {MAX_HEAD_FIELDS} header fields",
+    )
+)
+_TOO_LARGE_TAIL = (
+    b"content-type: application/json\r\n"
+    b"content-length: " + str(len(_TOO_LARGE_BODY)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + _TOO_LARGE_BODY
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout: int
+    keepalive_timeout: int
+    max_connections: int
+
+
+@functools.cache
+def process_limits() -> ConnectionLimits:
+    """This process's limits, read once from the environment."""
+    settings = Settings.from_env()
+    return ConnectionLimits(settings.header_timeout, settings.keepalive_timeout, settings.max_connections)
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (inherited by worker processes);
+    return the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # an unlimited hard limit that the kernel caps lower (macOS)
+            pass
+    return soft
+
+
+class HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a head with too many fields: answered 431."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded heads, a head deadline and a connection cap."""
+
+    # Slots keep uvicorn's ~28 instance attributes in a key-sharing instance dict: past 30 keys CPython
+    # 3.11 falls back to a plain dict and every attribute access of the protocol gets slower (without
+    # them the protocol's per-request cost grew by 5.1% instead of 3.2%: docs/decisions.md).
+    __slots__ = (
+        "head_bytes",
+        "head_since",
+        "head_timer",
+        "header_timeout",
+        "max_connections",
+        "reading_head",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limits = process_limits()
+        self.timeout_keep_alive = limits.keepalive_timeout
+        self.header_timeout = limits.header_timeout
+        self.max_connections = limits.max_connections
+        # Reading a head: from the connection's start, and again once a request's message is complete.
+        self.reading_head = True
+        # Bytes received of the current head (counted while reading_head).
+        self.head_bytes = 0
+        # When the current head began (connection made, or first byte of the next request); None when
+        # no head is pending: a request is in flight, or the connection idles between requests.
+        self.head_since: float | None = None
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
+        if len(self.connections) >= self.max_connections:
+            self.transport = transport
+            transport.close()
+            return
+        super().connection_made(transport)
+        self.head_since = self.loop.time()
+        self.head_timer = self.loop.call_later(self.header_timeout, self._head_deadline)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+        super().connection_lost(exc)
+
+    def _head_deadline(self) -> None:
+        """Close the connection if its pending head is overdue; otherwise wait for the next deadline."""
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.head_since is None:
+            deadline = now + self.header_timeout
+        else:
+            deadline = self.head_since + self.header_timeout
+            if now >= deadline:
+                self.transport.close()
+                return
+        self.head_timer = self.loop.call_at(deadline, self._head_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self.reading_head:
+            if self.head_since is None:
+                self.head_since = self.loop.time()
+            room = MAX_HEAD_BYTES - self.head_bytes
+            self.head_bytes += len(data)
+            if len(data) > room:
+                # Only the bytes within the limit reach the parser; the head must end among them.
+                if room > 0 and not self._feed(data[:room]):
+                    return
+                if self.head_since is not None:  # still pending: the head is over the limit
+                    self._refuse_head()
+                    return
+                # The head ended in time; the rest is a body or the next (pipelined) head.
+                self.data_received(data[room:])
+                return
+        # A pipelined head that starts in the same read as the previous request's body is counted from
+        # the next read on: the bound then exceeds MAX_HEAD_BYTES by at most one read, still linear.
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> bool:
+        """uvicorn's ``data_received``, with a head refused as 431; False when the connection ends."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HeadTooLarge):
+                self._refuse_head()
+                return False
+            self._invalid_request()
+            return False
+        except httptools.HttpParserError:
+            self._invalid_request()
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        return True
+
+    def _invalid_request(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
+
+    def _refuse_head(self) -> None:
+        self.reading_head = False
+        content = [STATUS_LINE[431]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.append(_TOO_LARGE_TAIL)
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+    # Parser callbacks
+    def on_headers_complete(self) -> None:
+        # Counted here, not per field: within MAX_HEAD_BYTES a head has at most a few thousand fields.
+        if len(self.headers) > MAX_HEAD_FIELDS:
+            raise HeadTooLarge
+        self.reading_head = False
+        self.head_since = None
+        HttpToolsProtocol.on_headers_complete(self)  # not super(): per request, and cheaper
+
+    def on_message_complete(self) -> None:
+        self.reading_head = True
+        self.head_bytes = 0
+        HttpToolsProtocol.on_message_complete(self)
