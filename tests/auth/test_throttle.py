@@ -87,20 +87,21 @@ async def test_basic_on_the_api_answers_429_with_an_operation_outcome(
         assert (await other.get("/Patient", auth=ROOT)).status_code == 200
 
 
-async def test_one_client_id_is_locked_at_an_address_even_between_successes_of_another(
+async def test_successes_of_another_client_do_not_reset_the_count_of_an_address(
     app: App, root: httpx.AsyncClient
 ) -> None:
     await put_client(root, "victim", {"secret": SECRET, "grant_types": ["client_credentials"]})
     await put_client(root, "mine", {"secret": SECRET, "grant_types": ["client_credentials"]})
     async with from_address(app, ATTACKER) as attacker, from_address(app, OTHER) as other:
         await fail_token_requests(attacker, "victim", LIMIT - 1)
-        # A success with a credential the attacker holds clears the address's count, not victim's.
+        # A success with a credential the attacker holds clears neither the address's count nor
+        # victim's: one valid credential buys no more guesses.
         assert (await attacker.post("/auth/token", json=token_request("mine", SECRET))).status_code == 200
         await fail_token_requests(attacker, "victim", 1)
 
         locked = await attacker.post("/auth/token", json=token_request("victim", SECRET))
         assert locked.status_code == 429
-        assert (await attacker.post("/auth/token", json=token_request("mine", SECRET))).status_code == 200
+        assert (await attacker.post("/auth/token", json=token_request("mine", SECRET))).status_code == 429
         assert (await other.post("/auth/token", json=token_request("victim", SECRET))).status_code == 200
 
 
@@ -202,3 +203,17 @@ def test_the_failure_counter_forgets_expired_keys_and_stays_within_its_cap() -> 
     counter.check(["c"], "192.0.2.1")
     counter.failed(["x"], "192.0.2.2")  # every other key has expired: all are dropped
     assert len(counter._failures) == 2
+
+
+async def test_client_ids_no_client_can_have_are_refused_and_counted_by_address(
+    app: App, root: httpx.AsyncClient
+) -> None:
+    """A megabyte-long id is refused like an unknown one (no hash, nothing cached under it) and still
+    counts against its address."""
+    async with from_address(app, ATTACKER) as attacker:
+        for _ in range(LIMIT):
+            response = await attacker.post("/auth/token", json=token_request("x" * 1_000_000, "guess"))
+            assert response.status_code == 400, response.text
+            assert response.json()["error"] == "invalid_client"
+        locked = await attacker.post("/auth/token", json=token_request(ROOT_ID, ROOT_SECRET))
+        assert locked.status_code == 429

@@ -457,3 +457,12 @@ def test_chunked_body_within_the_limit_is_accepted(server_factory: Callable[...,
         server, _head("/Patient/small", "Transfer-Encoding: chunked\r\n"), _chunked(payload, 100)
     )
     assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+
+
+async def test_yaml_aliases_cannot_store_more_than_the_same_json_could(root: httpx.AsyncClient) -> None:
+    """Control characters count once in the YAML but six times as stored JSON (``\\u0001``)."""
+    body = 'a: &a "' + "\\x01" * 1000 + '"\nb: [' + ", ".join(["*a"] * 1040) + "]\n"
+    assert len(body) < 10_000
+    response = await root.post("/Patient", content=body, headers={"Content-Type": "text/yaml"})
+    assert response.status_code == 413, response.status_code
+    assert (await root.get("/Patient")).json()["total"] == 0

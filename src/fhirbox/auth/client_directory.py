@@ -9,6 +9,7 @@ from typing import Any
 
 from fhirbox.auth.secrets import SecretVerifier, hash_secret
 from fhirbox.auth.throttle import FailureCounter
+from fhirbox.models import ID_PATTERN
 from fhirbox.models.client import CLIENT, Client
 from fhirbox.storage.base import Store
 
@@ -66,6 +67,8 @@ class ClientDirectory:
         reading verified before is accepted without hashing; otherwise only readings of existing
         Clients are hashed (the first reading when none exists, so an unknown id costs one hash).
         """
+        # An id no Client can have is refused before any lookup, cache entry or counter key of its own.
+        readings = [(client_id, secret) for client_id, secret in readings if ID_PATTERN.match(client_id)]
         client_ids = list(dict.fromkeys(client_id for client_id, _ in readings))
         self.failures.check(client_ids, address)
         found = [(await self.get(client_id), client_id, secret) for client_id, secret in readings]
@@ -73,6 +76,9 @@ class ClientDirectory:
             if client is not None and self.verifier.remembers(client_id, secret, client.version):
                 self.failures.succeeded(client_id, address)
                 return client
+        if not readings:
+            self.failures.failed([], address)
+            return None
         existing = [(client_id, secret) for client, client_id, secret in found if client is not None]
         for client_id, secret in existing or list(readings[:1]):
             client = await self.authenticate(client_id, secret)

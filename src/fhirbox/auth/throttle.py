@@ -96,9 +96,9 @@ class FailureCounter:
             self._shrink(now)
 
     def succeeded(self, client_id: str, address: str) -> None:
-        """Clear the count of ``address`` and of ``client_id`` at it."""
-        for key in self._keys((client_id,), address):
-            self._failures.pop(key, None)
+        """Clear the count of ``client_id`` at ``address``. The address's own count only expires:
+        a valid credential of one's own must not buy more guesses at other clients."""
+        self._failures.pop(("client", client_id, address), None)
 
     def _shrink(self, now: float) -> None:
         # Least recently failing first: drop while expired, then the oldest until within the cap.

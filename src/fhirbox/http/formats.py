@@ -286,9 +286,19 @@ def load_yaml(body: bytes, *, max_bytes: int, max_depth: int) -> Any:
         loader.dispose()
     if root is None:
         return None
-    if b"*" in body:  # without an alias the content is no larger than the body, already bounded
-        _measure(root, max_bytes, max_depth)
-    return _construct(root)
+    if b"*" not in body:  # without an alias the content is no larger than the body, already bounded
+        return _construct(root)
+    _measure(root, max_bytes, max_depth)
+    document = _construct(root)
+    # The measure counts characters; JSON, as it is stored and served, may spell them longer
+    # (escapes, empty containers): the stored form is held to the same bound as a JSON body.
+    try:
+        stored_size = len(orjson.dumps(document))
+    except orjson.JSONEncodeError as exc:
+        raise HttpError(400, f"Document cannot be stored: {exc}") from None
+    if stored_size > max_bytes:
+        raise HttpError(413, f"Document expands beyond {max_bytes} bytes")
+    return document
 
 
 def parse_document(

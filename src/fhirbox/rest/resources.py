@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
@@ -11,13 +10,12 @@ from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, empty, render
 from fhirbox.http.routing import Route, Router
+from fhirbox.models import ID_PATTERN, TYPE_PATTERN
 from fhirbox.rest.patch import apply_patch
 from fhirbox.rest.rules import ManagedDelete, ResourceRules
 from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, MAX_PAGE, SearchRequest, positive_int, searchset
 from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, Store, Stored
 
-TYPE_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}\Z")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 _PATCH_RETRIES = 50
 _MAX_VERSION = 2**63 - 1
 
