@@ -125,6 +125,7 @@ def create_app(
         authorizer,
         forwarding,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
         max_depth=settings.max_depth,
     )
     return App(

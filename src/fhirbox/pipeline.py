@@ -50,6 +50,7 @@ class Pipeline:
         *,
         max_body_bytes: int,
         max_depth: int,
+        body_timeout: float,
     ) -> None:
         self.router = router
         self.authenticator = authenticator
@@ -57,6 +58,7 @@ class Pipeline:
         self.forwarding = forwarding
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
+        self.body_timeout = body_timeout
         self.ids = RequestIds()
         self.route_keys = router.param_keys
 
@@ -65,6 +67,7 @@ class Pipeline:
             scope,
             receive,
             max_body_bytes=self.max_body_bytes,
+            body_timeout=self.body_timeout,
             max_depth=self.max_depth,
             request_id=self.ids.next(),
         )

@@ -167,6 +167,11 @@ class Settings:
     keepalive_timeout: int = _setting(
         5, _positive_int, "Seconds an idle keep-alive connection is kept open between requests."
     )
+    body_timeout: float = _setting(
+        30.0,
+        _positive_float,
+        "Seconds a request body may take to arrive once its head has; beyond, 408 and the connection closes.",
+    )
     max_connections: int = _setting(
         1000,
         _positive_int,

@@ -50,9 +50,9 @@ def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
 
 @pytest.fixture(scope="module")
 def timeout_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server whose head and keep-alive timeouts are 1 s."""
+    """A server whose head, body and keep-alive timeouts are 1 s."""
     tmp = tmp_path_factory.mktemp("timeout-server")
-    env = {"FHIRBOX_HEADER_TIMEOUT": "1", "FHIRBOX_KEEPALIVE_TIMEOUT": "1"}
+    env = {"FHIRBOX_HEADER_TIMEOUT": "1", "FHIRBOX_KEEPALIVE_TIMEOUT": "1", "FHIRBOX_BODY_TIMEOUT": "1"}
     server = ServerProcess(f"sqlite:///{tmp}/fhirbox.db", tmp, env=env).start()
     yield server
     server.stop()
@@ -332,3 +332,19 @@ def test_the_server_raises_its_open_file_soft_limit_to_the_hard_limit(default_se
     line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
     soft_now, hard_now = line.split()[3:5]
     assert soft_now == hard_now == str(hard)
+
+
+def test_a_body_that_never_arrives_is_408_and_its_connection_closed(timeout_server: ServerProcess) -> None:
+    """A complete head announcing a body that never comes must not hold its connection forever."""
+    heads = [
+        b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+        b"PUT /Patient/p HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: {basic(*ROOT)['Authorization']}\r\n".encode(),
+    ]
+    for head in heads:
+        with connect(timeout_server) as sock:
+            sock.sendall(head + b"Content-Length: 10\r\n\r\n")
+            status, body = read_response(sock)
+            assert status == 408, body
+            assert b"did not arrive" in body
+            assert wait_until(lambda sock=sock: sock.recv(1) == b"", PROMPTLY, retry_on=(TimeoutError,))

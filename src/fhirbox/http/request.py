@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,6 +25,7 @@ class Request:
         "_query_invalid",
         "_receive",
         "base_url",
+        "body_timeout",
         "client_addr",
         "headers",
         "max_body_bytes",
@@ -37,7 +39,14 @@ class Request:
     )
 
     def __init__(
-        self, scope: Scope, receive: Receive, *, max_body_bytes: int, max_depth: int, request_id: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        *,
+        max_body_bytes: int,
+        max_depth: int,
+        request_id: str,
+        body_timeout: float = 30.0,
     ) -> None:
         self.scope = scope
         self._receive = receive
@@ -59,6 +68,7 @@ class Request:
                 headers[name] = ", ".join(values)
         self.headers = headers
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.max_depth = max_depth
         self.request_id = request_id
         self.path_params: dict[str, str] = {}
@@ -111,17 +121,26 @@ class Request:
                 raise HttpError(400, "Invalid Content-Length") from None
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, "Client disconnected before sending the body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise HttpError(413, f"Request body is larger than {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            # A body that never arrives would hold its connection (and a slot under the cap) forever.
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await self._receive()
+                    if message["type"] == "http.disconnect":
+                        raise HttpError(400, "Client disconnected before sending the body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise HttpError(413, f"Request body is larger than {self.max_body_bytes} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise HttpError(
+                408,
+                f"The request body did not arrive within {self.body_timeout:g} s",
+                headers={"Connection": "close"},
+            ) from None
         self._body = b"".join(chunks)
         return self._body
 

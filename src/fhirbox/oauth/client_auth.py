@@ -56,6 +56,8 @@ async def read_parameters(request: Request) -> dict[str, str]:
     try:
         body = await request.body()
     except HttpError as error:
+        if error.status == 408:  # the connection is closed with it: an HTTP matter, not an OAuth one
+            raise
         raise InvalidRequest(error.diagnostics) from None
     kind = media_type(request.headers.get("content-type"))
     if kind == FORM_TYPE:
