@@ -80,8 +80,9 @@ class Revocation:
         stored = await self.store.read(SESSION, session_id) if session_id is not None else None
         hashed = token_hash(token)
         # An unknown or invalid token is not an error (RFC 7009 §2.2): the client cannot act on it.
-        if stored is not None and session_id is not None and Session(stored.body).holds(hashed):
-            if Session(stored.body).client_id != client.id:
+        session = Session(stored.body) if stored is not None else None
+        if session is not None and session_id is not None and session.holds(hashed):
+            if session.client_id != client.id:
                 # RFC 7009 §2.1: only the client a token was issued to may revoke it.
                 return UnauthorizedClient("The token was issued to another client").response()
             await close_session(

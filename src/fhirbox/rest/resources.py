@@ -14,7 +14,7 @@ from fhirbox.models import ID_PATTERN, TYPE_PATTERN
 from fhirbox.rest.patch import apply_patch
 from fhirbox.rest.rules import ManagedDelete, ResourceRules
 from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, MAX_PAGE, SearchRequest, positive_int, searchset
-from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, Store, Stored
+from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, MutationResult, Store, Stored
 
 _PATCH_RETRIES = 50
 _MAX_VERSION = 2**63 - 1
@@ -121,6 +121,12 @@ class ResourceApi:
 
         return mutation
 
+    async def write(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:
+        """``store.mutate``, then the type's after-write rules once the write is committed."""
+        result = await self.store.mutate(type_, id_, mutation)
+        await self.rules.written(type_, result.before, result.after)
+        return result
+
     # -- handlers --------------------------------------------------------------------------------
     async def read(self, request: Request, principal: Principal | None) -> Response:
         type_, id_ = self.target(request)
@@ -147,11 +153,8 @@ class ResourceApi:
         body = await self.incoming(request, type_)
         body["id"] = id_
         self.rules.check_guards(type_, id_, body)
-        result = await self.store.mutate(
-            type_, id_, self.writer(type_, body, request.headers.get("if-match"))
-        )
+        result = await self.write(type_, id_, self.writer(type_, body, request.headers.get("if-match")))
         assert result.after is not None
-        await self.rules.written(type_, result.before, result.after)
         return self.respond(request, 201 if result.created else 200, result.after)
 
     async def create(self, request: Request, principal: Principal | None) -> Response:
@@ -170,9 +173,8 @@ class ResourceApi:
                 raise HttpError(409, f"Resource {type_}/{id_} already exists")
             return dict(body)
 
-        result = await self.store.mutate(type_, id_, mutation)
+        result = await self.write(type_, id_, mutation)
         assert result.after is not None
-        await self.rules.written(type_, result.before, result.after)
         location = f"{request.base_url}/{type_}/{id_}/_history/{result.after.version}"
         return self.respond(request, 201, result.after, {"Location": location})
 
@@ -205,9 +207,8 @@ class ResourceApi:
                 check_if_match(if_match, current)
                 return self.patched(type_, id_, current, patch, content_type)
 
-            result = await self.store.mutate(type_, id_, in_place)
+            result = await self.write(type_, id_, in_place)
             assert result.after is not None
-            await self.rules.written(type_, result.before, result.after)
             return self.respond(request, 200, result.after)
         # Write hooks are async (e.g. hashing a secret), so they cannot run inside the write: patch
         # optimistically and retry when another write got in between.
@@ -227,11 +228,10 @@ class ResourceApi:
                 return new
 
             try:
-                result = await self.store.mutate(type_, id_, mutation)
+                result = await self.write(type_, id_, mutation)
             except _Raced:
                 continue
             assert result.after is not None
-            await self.rules.written(type_, result.before, result.after)
             return self.respond(request, 200, result.after)
         raise HttpError(409, f"Resource {type_}/{id_} is changing too often to patch; retry")
 
@@ -250,10 +250,9 @@ class ResourceApi:
             check_if_match(if_match, current)
             return DELETE
 
-        result = await self.store.mutate(type_, id_, mutation)
+        result = await self.write(type_, id_, mutation)
         if result.after is None or result.after is result.before:
             return empty(204)
-        await self.rules.written(type_, result.before, result.after)
         return self.respond(request, 200, result.after)
 
     async def delete_managed(self, request: Request, managed_delete: ManagedDelete) -> Response:
