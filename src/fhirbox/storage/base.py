@@ -6,6 +6,10 @@ A store keeps the current version of each resource and every past version. All w
 ``mutate``: the backend reads the current state, calls a pure function to decide the new body, and
 writes it atomically with a new version from one global, increasing counter. Concurrent writers to one
 resource are serialised, so no update is lost and If-Match checks are exact.
+
+A write may bring along new resources of other types (``attach``), created in the same transaction:
+a record of the change is committed with the change or not at all. ``add`` creates such resources on
+their own, batched with whatever else is being written. Storage knows nothing of what they mean.
 """
 
 from __future__ import annotations
@@ -73,6 +77,20 @@ class MutationResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NewResource:
+    """A resource created alongside other writes, in their transaction. Its id is new (a random one):
+    it is written as a creation whatever is stored under that id."""
+
+    type: str
+    id: str
+    body: dict[str, Any]
+
+
+# Decides, from a write's result, the new resources committed with it (none: an empty sequence).
+Attach = Callable[[MutationResult], Sequence[NewResource]]
+
+
+@dataclass(frozen=True, slots=True)
 class Filter:
     """``path`` (a dotted JSON path) equals ``value``, compared as text, number or boolean."""
 
@@ -82,7 +100,9 @@ class Filter:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """A comparison on a column: ``field`` is ``id`` or ``lastUpdated``; ``op`` one of eq ne gt lt ge le."""
+    """A comparison on a column or an indexed instant: ``field`` is ``id``, ``lastUpdated`` or a key of
+    ``INSTANT_FIELDS``; ``op`` one of eq ne gt lt ge le. Values compare as text (instants are
+    fixed-width UTC text, so text order is time order)."""
 
     field: str
     op: str
@@ -164,6 +184,9 @@ PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
 JSON_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 # The column a Comparison's ``field`` compares, and the column a special SortKey sorts by.
 COLUMNS = {"id": "id", "lastUpdated": "updated"}
+# Top-level fields holding an instant in the store's fixed-width UTC text, compared with gt/lt in
+# searches; each is indexed per type (see migrations), so only these can be compared.
+INSTANT_FIELDS = ("recorded",)
 SORT_COLUMNS: dict[tuple[str, ...], str] = {("_id",): "id", ("_lastUpdated",): "updated"}
 
 Steps = tuple[tuple[int, tuple[str, ...]], ...]
@@ -242,9 +265,16 @@ class SearchSql(ABC):
     def order_by_path(self, key: SortKey, direction: str) -> str:
         """The ORDER BY term for a sort on a JSON path."""
 
+    @abstractmethod
+    def instant(self, name: str) -> str:
+        """The expression for the top-level field ``name`` of ``INSTANT_FIELDS``, as its index has it."""
+
     def comparison(self, comparison: Comparison) -> str | None:
         """The condition; None when nothing can match, "" when everything does."""
-        column = self._column(COLUMNS[comparison.field])
+        if comparison.field in INSTANT_FIELDS:
+            column = self.instant(comparison.field)
+        else:
+            column = self._column(COLUMNS[comparison.field])
         return f"{column} {self.OPERATORS[comparison.op]} {self.bind(comparison.value)}"
 
     def _column(self, column: str) -> str:
@@ -340,15 +370,40 @@ class Store(ABC):
 
     # -- writes ----------------------------------------------------------------------------------
     @abstractmethod
-    async def _mutate(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:
-        """Apply ``mutation`` atomically and durably; exceptions it raises propagate unchanged."""
+    async def _mutate(
+        self, type_: str, id_: str, mutation: Mutation, attach: Attach | None
+    ) -> tuple[MutationResult, Sequence[NewResource]]:
+        """Apply ``mutation`` and create what ``attach`` returns, in one transaction, durably;
+        exceptions either raises propagate unchanged (and nothing of this write is stored)."""
 
-    async def mutate(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:
-        """Read, decide and write one resource atomically; answered only once durable."""
-        result = await self._mutate(type_, id_, mutation)
+    async def mutate(
+        self, type_: str, id_: str, mutation: Mutation, *, attach: Attach | None = None
+    ) -> MutationResult:
+        """Read, decide and write one resource atomically; answered only once durable.
+
+        ``attach(result)`` is called inside the write, after ``mutation``, with what it decided
+        (``after is before`` when nothing changed); the resources it returns are created in the same
+        transaction.
+        """
+        result, added = await self._mutate(type_, id_, mutation, attach)
         if result.after is not None and result.after is not result.before:
             self._listeners.notify(type_, id_)
+        for resource in added:
+            self._listeners.notify(resource.type, resource.id)
         return result
+
+    async def add(self, resources: Sequence[NewResource]) -> None:
+        """Create ``resources`` (new ids) in one transaction shared with other writes waiting at the
+        same time; answered only once durable."""
+        if not resources:
+            return
+        first = resources[0]
+        rest = tuple(resources[1:])
+
+        def create(current: Stored | None) -> dict[str, Any]:
+            return dict(first.body)
+
+        await self.mutate(first.type, first.id, create, attach=lambda _result: rest)
 
     @abstractmethod
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhirbox.storage.base import PATH_KEY, Steps, json_path
+from fhirbox.storage.base import INSTANT_FIELDS, PATH_KEY, Steps, json_path
 
 
 def sqlite_number_at(path: tuple[str, ...]) -> str:
@@ -16,6 +16,17 @@ def postgres_number_at(path: tuple[str, ...]) -> str:
     _check(path)
     pointer = "{" + ",".join(path) + "}"
     return f"(CASE WHEN jsonb_typeof(body #> '{pointer}') = 'number' THEN (body #>> '{pointer}')::float8 END)"
+
+
+def sqlite_instant_at(name: str) -> str:
+    """SQL for the text of a top-level instant field (``INSTANT_FIELDS``), as its index defines it."""
+    return sqlite_number_at((name,))
+
+
+def postgres_instant_at(name: str) -> str:
+    """SQL for the text of a top-level instant field, compared bytewise, as its index defines it."""
+    _check((name,))
+    return f"((body ->> '{name}') COLLATE \"C\")"
 
 
 def _check(path: tuple[str, ...]) -> None:
@@ -53,6 +64,15 @@ SQLITE: Steps = (
             f"WHERE {PURGE_AFTER_SQLITE} IS NOT NULL",
         ),
     ),
+    (
+        3,
+        # Searches compare instants such as AuditEvent.recorded with gt/lt.
+        tuple(
+            f"CREATE INDEX resource_{name} ON resource (type, {sqlite_instant_at(name)}) "
+            f"WHERE {sqlite_instant_at(name)} IS NOT NULL"
+            for name in INSTANT_FIELDS
+        ),
+    ),
 )
 
 POSTGRES: Steps = (
@@ -76,6 +96,14 @@ POSTGRES: Steps = (
         (
             f"CREATE INDEX resource_purge_after ON resource (type, ({PURGE_AFTER_POSTGRES})) "
             f"WHERE {PURGE_AFTER_POSTGRES} IS NOT NULL",
+        ),
+    ),
+    (
+        3,
+        tuple(
+            f"CREATE INDEX resource_{name} ON resource (type, {postgres_instant_at(name)}) "
+            f"WHERE {postgres_instant_at(name)} IS NOT NULL"
+            for name in INSTANT_FIELDS
         ),
     ),
 )

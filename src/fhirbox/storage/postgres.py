@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,10 +25,12 @@ import orjson
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
     JSON_NUMBER,
+    Attach,
     Comparison,
     Filter,
     Mutation,
     MutationResult,
+    NewResource,
     SearchQuery,
     SearchResult,
     SearchSql,
@@ -58,6 +61,79 @@ _NUL_ERRORS = (
     asyncpg.exceptions.UntranslatableCharacterError,
     asyncpg.exceptions.CharacterNotInRepertoireError,
 )
+
+
+_NUL_MESSAGE = "PostgreSQL cannot store the character U+0000 in a resource or its id"
+# Writes committed together at most (one transaction), and how many batches commit at a time.
+MAX_BATCH = 256
+WRITERS = 1
+# The advisory lock of each (type, id) of a batch, in one order, then ``$3`` versions taken under
+# them: the locks are an aggregate, complete before the first version is drawn.
+_LOCK_AND_NUMBER = (
+    "SELECT array_agg(nextval('resource_version_seq')) FROM generate_series(1, $3),"
+    " (SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtext(t), hashtext(i))"
+    "  FROM unnest($1::text[], $2::text[]) AS k(t, i) ORDER BY hashtext(t), hashtext(i)) AS l"
+    "  OFFSET 0) AS locked"
+)
+_MORE_VERSIONS = "SELECT array_agg(nextval('resource_version_seq')) FROM generate_series(1, $1)"
+_READ_CURRENT = (
+    "SELECT r.type, r.id, r.version, r.op, r.body FROM resource r"
+    " JOIN unnest($1::text[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id"
+    " FOR UPDATE OF r"
+)
+# Every new version of a batch into history, the latest of each resource into ``resource``, and a
+# notification per version, delivered to every listening process at commit.
+_WRITE_VERSIONS = (
+    "WITH v AS ("
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $6::text[], $7::bool[])"
+    " AS v(type, id, version, op, body, latest)"
+    "), current AS ("
+    " INSERT INTO resource (type, id, version, op, updated, body)"
+    " SELECT type, id, version, op, $5, body::jsonb FROM v WHERE latest"
+    " ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, op = excluded.op,"
+    " updated = excluded.updated, body = excluded.body"
+    "), past AS ("
+    " INSERT INTO history (type, id, version, op, updated, body)"
+    " SELECT type, id, version, op, $5, body::jsonb FROM v"
+    ") SELECT count(pg_notify($8, type || '/' || id)) FROM v"
+)
+
+
+@dataclass(slots=True)
+class _Write:
+    """One ``mutate`` call waiting for the writer."""
+
+    type_: str
+    id_: str
+    mutation: Mutation
+    attach: Attach | None
+    future: asyncio.Future[tuple[MutationResult, Sequence[NewResource]]]
+
+
+class _Versions:
+    """Versions drawn under a batch's locks, handed out in increasing order; more drawn when needed."""
+
+    def __init__(self, conn: asyncpg.Connection, drawn: list[int]) -> None:
+        self.conn = conn
+        self.free = sorted(drawn, reverse=True)
+
+    async def ensure(self, count: int) -> None:
+        if len(self.free) < count:
+            more = await self.conn.fetchval(_MORE_VERSIONS, count - len(self.free) + 16)
+            self.free = sorted(more, reverse=True) + self.free
+
+    def peek(self) -> int:
+        return self.free[-1]
+
+    def take(self) -> int:
+        return self.free.pop()
+
+
+def _fail(write: _Write, error: BaseException, cause: BaseException | None) -> None:
+    if not write.future.done():
+        if cause is not None:
+            error.__cause__ = cause
+        write.future.set_exception(error)
 
 
 def _has_nul(*texts: str) -> bool:
@@ -128,6 +204,9 @@ class _SearchSql(SearchSql):
         )
         return f"{rank} {direction} {nulls}, {value} {direction} {nulls}"
 
+    def instant(self, name: str) -> str:
+        return migrations.postgres_instant_at(name)
+
 
 class PostgresStore(Store):
     def __init__(self, url: str) -> None:
@@ -135,6 +214,8 @@ class PostgresStore(Store):
         self.url = url
         self._pool: asyncpg.Pool | None = None
         self._channel = ""
+        self._writer: asyncio.Queue[_Write | None] | None = None
+        self._writer_tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -154,9 +235,18 @@ class PostgresStore(Store):
         # NOTIFY is database-wide; stores in other schemas of the same database must not hear us.
         self._channel = f"fhirbox:{schema}".encode()[:63].decode(errors="ignore")
         self._pool = pool
+        self._writer = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self._writer_tasks = [loop.create_task(self._write_loop(self._writer)) for _ in range(WRITERS)]
 
     async def close(self) -> None:
         await self.stop_change_feed()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            for _ in self._writer_tasks:
+                writer.put_nowait(None)  # after every write already queued
+            await asyncio.gather(*self._writer_tasks, return_exceptions=True)
+            self._writer_tasks = []
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -258,53 +348,129 @@ class PostgresStore(Store):
         return SearchResult([orjson.loads(row["body"]) for row in rows], int(total))
 
     # -- writes ----------------------------------------------------------------------------------
-    async def _mutate(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:
-        async with self._connection() as conn:
-            try:
-                async with conn.transaction():
-                    return await self._apply(conn, type_, id_, mutation)
-            except _NUL_ERRORS as error:
-                raise UnstorableValue(
-                    "PostgreSQL cannot store the character U+0000 in a resource or its id"
-                ) from error
+    async def _mutate(
+        self, type_: str, id_: str, mutation: Mutation, attach: Attach | None
+    ) -> tuple[MutationResult, Sequence[NewResource]]:
+        if _has_nul(type_, id_):
+            raise UnstorableValue("PostgreSQL cannot store the character U+0000 in a resource or its id")
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        future: asyncio.Future[tuple[MutationResult, Sequence[NewResource]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._writer.put_nowait(_Write(type_, id_, mutation, attach, future))
+        return await future
 
-    async def _apply(
-        self, conn: asyncpg.Connection, type_: str, id_: str, mutation: Mutation
-    ) -> MutationResult:
-        # The version is taken only once the lock is held (the subquery runs first), so versions of
-        # one resource increase in the order its writes commit.
-        version = await conn.fetchval(
-            "SELECT nextval('resource_version_seq') "
-            "FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2)) OFFSET 0) AS locked",
-            type_,
-            id_,
-        )
-        row = await conn.fetchrow(
-            "SELECT version, op, body FROM resource WHERE type = $1 AND id = $2 FOR UPDATE", type_, id_
-        )
-        before = _row_to_stored(type_, id_, row) if row else None
-        after = next_version(type_, id_, before, mutation(before), version, now_iso())
-        if after is None:
-            return MutationResult(before, before)
-        await conn.execute(
-            "WITH current AS ("
-            " INSERT INTO resource (type, id, version, op, updated, body)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
-            " ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, op = excluded.op,"
-            " updated = excluded.updated, body = excluded.body"
-            "), past AS ("
-            " INSERT INTO history (type, id, version, op, updated, body)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
-            ") SELECT pg_notify($7, $1 || '/' || $2)",
-            type_,
-            id_,
-            version,
-            after.op,
-            after.body["meta"]["lastUpdated"],
-            orjson.dumps(after.body).decode(),
-            self._channel,
-        )
-        return MutationResult(before, after)
+    async def _write_loop(self, writer: asyncio.Queue[_Write | None]) -> None:
+        """A writer: take every write waiting (up to ``MAX_BATCH``), commit them together, repeat.
+
+        While one batch commits, the writes that arrive meanwhile wait and form the next one: group
+        commit, one fsync for many writes.
+        """
+        while True:
+            first = await writer.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < MAX_BATCH and not writer.empty():
+                nxt = writer.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            try:
+                await self._commit_batch(batch)
+            except Exception as error:  # the connection itself failed: every write of the batch fails
+                for write in batch:
+                    _fail(write, error, None)
+            if stopping:
+                return
+
+    async def _commit_batch(self, batch: list[_Write]) -> None:
+        """Commit ``batch`` in one transaction (the writer's commit path): on a database error, each
+        write is committed alone, so one bad write fails only itself."""
+        try:
+            await self._commit(batch)
+        except _NUL_ERRORS as error:
+            if len(batch) == 1:
+                _fail(batch[0], UnstorableValue(_NUL_MESSAGE), error)
+                return
+            for write in batch:
+                await self._commit_batch([write])
+        except Exception as error:
+            if len(batch) == 1:
+                _fail(batch[0], error, None)
+                return
+            log.warning("PostgreSQL batch of %d writes failed (%s); retrying each alone", len(batch), error)
+            for write in batch:
+                await self._commit_batch([write])
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        """Lock, read, decide and write every write of ``batch`` in one transaction, then answer each.
+
+        Five round trips whatever the batch size: BEGIN; the advisory locks (taken in one order, so two
+        processes' batches cannot deadlock) and a block of versions taken under them, so the versions
+        of one resource increase in the order its writes commit; the current rows; one statement
+        writing every new version to both tables and notifying; COMMIT.
+        """
+        keys = list(dict.fromkeys((write.type_, write.id_) for write in batch))
+        types, ids = [key[0] for key in keys], [key[1] for key in keys]
+        settled: list[tuple[_Write, Any, BaseException | None]] = []
+        written: list[Stored] = []
+        when = now_iso()
+        async with self._connection() as conn, conn.transaction():
+            versions = _Versions(conn, await conn.fetchval(_LOCK_AND_NUMBER, types, ids, 2 * len(batch)))
+            current: dict[tuple[str, str], Stored | None] = {
+                (row["type"], row["id"]): _row_to_stored(row["type"], row["id"], row)
+                for row in await conn.fetch(_READ_CURRENT, types, ids)
+            }
+            for write in batch:
+                await versions.ensure(1)
+                key = (write.type_, write.id_)
+                before = current.get(key)
+                try:
+                    outcome = write.mutation(before)
+                    after = next_version(write.type_, write.id_, before, outcome, versions.peek(), when)
+                    result = MutationResult(before, before if after is None else after)
+                    added = tuple(write.attach(result)) if write.attach is not None else ()
+                    if any(_has_nul(resource.type, resource.id) for resource in added):
+                        raise UnstorableValue(_NUL_MESSAGE)
+                except Exception as error:
+                    settled.append((write, None, error))
+                    continue
+                if after is not None:
+                    versions.take()
+                    current[key] = after
+                    written.append(after)
+                await versions.ensure(len(added))
+                for resource in added:
+                    new = next_version(
+                        resource.type, resource.id, None, dict(resource.body), versions.take(), when
+                    )
+                    assert new is not None
+                    written.append(new)
+                settled.append((write, (result, added), None))
+            if written:
+                latest = {(row.type, row.id): index for index, row in enumerate(written)}
+                await conn.execute(
+                    _WRITE_VERSIONS,
+                    [row.type for row in written],
+                    [row.id for row in written],
+                    [row.version for row in written],
+                    [row.op for row in written],
+                    when,
+                    [orjson.dumps(row.body).decode() for row in written],
+                    [latest[(row.type, row.id)] == index for index, row in enumerate(written)],
+                    self._channel,
+                )
+        for write, value, failure in settled:
+            if write.future.done():
+                continue
+            if failure is not None:
+                write.future.set_exception(failure)
+            else:
+                write.future.set_result(value)
 
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:
         async with self._connection() as conn, conn.transaction():

@@ -28,9 +28,11 @@ import orjson
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
     JSON_NUMBER,
+    Attach,
     Filter,
     Mutation,
     MutationResult,
+    NewResource,
     SearchQuery,
     SearchResult,
     SearchSql,
@@ -63,6 +65,7 @@ class _Write:
     type_: str
     id_: str
     mutation: Mutation
+    attach: Attach | None
     future: asyncio.Future[Any]
 
 
@@ -161,6 +164,9 @@ class _SearchSql(SearchSql):
 
     def order_by_path(self, key: SortKey, direction: str) -> str:
         return f"json_extract(body, {self.bind(json_path(key.path))}) {direction}"
+
+    def instant(self, name: str) -> str:
+        return migrations.sqlite_instant_at(name)
 
 
 class SQLiteStore(Store):
@@ -281,10 +287,12 @@ class SQLiteStore(Store):
             raise RuntimeError("store is not open")
         return self._loop.create_future()
 
-    async def _mutate(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:
+    async def _mutate(
+        self, type_: str, id_: str, mutation: Mutation, attach: Attach | None
+    ) -> tuple[MutationResult, Sequence[NewResource]]:
         future = self._future()
-        self._queue.put(_Write(type_, id_, mutation, future))
-        result: MutationResult = await future
+        self._queue.put(_Write(type_, id_, mutation, attach, future))
+        result: tuple[MutationResult, Sequence[NewResource]] = await future
         return result
 
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:
@@ -401,16 +409,24 @@ def _apply_writes(conn: sqlite3.Connection, writes: list[_Write], outcomes: list
         before = current.get(key)
         try:
             after = next_version(write.type_, write.id_, before, write.mutation(before), version + 1, when)
+            result = MutationResult(before, before if after is None else after)
+            added = write.attach(result) if write.attach is not None else ()
         except Exception as exc:
             outcomes.append((write.future, None, exc))
             continue
-        if after is None:
-            outcomes.append((write.future, MutationResult(before, before), None))
-            continue
-        version += 1
-        current[key] = after
-        rows_out.append((write.type_, write.id_, version, after.op, when, orjson.dumps(after.body).decode()))
-        outcomes.append((write.future, MutationResult(before, after), None))
+        if after is not None:
+            version += 1
+            current[key] = after
+            rows_out.append(
+                (write.type_, write.id_, version, after.op, when, orjson.dumps(after.body).decode())
+            )
+        for resource in added:
+            version += 1
+            new = next_version(resource.type, resource.id, None, dict(resource.body), version, when)
+            assert new is not None
+            current[(resource.type, resource.id)] = new
+            rows_out.append((new.type, new.id, version, new.op, when, orjson.dumps(new.body).decode()))
+        outcomes.append((write.future, (result, added), None))
     if rows_out:
         conn.executemany(_UPSERT, rows_out)
         conn.executemany(_INSERT_HISTORY, rows_out)
