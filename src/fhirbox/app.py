@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from fhirbox.audit import Audit, AuditPurge
 from fhirbox.auth.authenticate import Authenticator
 from fhirbox.auth.basic import BasicAuth
 from fhirbox.auth.client_directory import ClientDirectory, prepare_client_write
@@ -22,7 +23,7 @@ from fhirbox.health import Health
 from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Scope, Send
 from fhirbox.http.routing import Route, Router
-from fhirbox.models import client, session
+from fhirbox.models import audit_event, client, session
 from fhirbox.oauth.bearer import BearerAuth
 from fhirbox.oauth.discovery import Discovery
 from fhirbox.oauth.grants import Grant, Issuance
@@ -59,6 +60,11 @@ def create_app(
     expiration, retention = settings.access_token_expiration, settings.session_retention
     root = RootClient(store, settings.root_client_id, settings.root_client_secret)
 
+    # The audit trail: AuditEvents committed with the change they record (FHIRBOX_AUDIT), purged
+    # after FHIRBOX_AUDIT_RETENTION.
+    audit = Audit(store, settings.audit, settings.audit_retention, clock, base_url)
+    audit_purge = AuditPurge(store, clock, interval=min(60.0, max(0.5, settings.audit_retention / 2)))
+
     # Where a request comes from: the peer, or what a trusted proxy forwards (address, base URL).
     forwarding = Forwarding(settings.trusted_proxies, base_url, configured=bool(settings.base_url))
 
@@ -66,8 +72,8 @@ def create_app(
     # Secrets are hashed in a bounded pool; failed authentications are throttled per address.
     verifier = SecretVerifier(concurrency=settings.hash_concurrency, queue=settings.hash_queue)
     failures = FailureCounter(settings.auth_failure_limit, settings.auth_failure_window, clock)
-    clients = ClientDirectory(store, verifier, failures)
-    keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration)
+    clients = ClientDirectory(store, verifier, failures, audit)
+    keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, audit)
     jwts = JwtTokens(keys, base_url)
     sessions = SessionCache(store)
     authenticator = Authenticator(
@@ -82,20 +88,38 @@ def create_app(
     authorizer = PolicyAuthorizer(policies)
 
     # The OAuth authorization server.
-    issuance = Issuance(store, sessions, jwts, expiration, retention, clock)
+    issuance = Issuance(store, sessions, jwts, expiration, retention, clock, audit)
     grants: dict[str, Grant] = {
         "client_credentials": ClientCredentialsGrant(issuance, clients),
         "refresh_token": RefreshTokenGrant(issuance, reuse_grace=settings.refresh_reuse_grace),
     }
     token = TokenEndpoint(clients, grants)
-    revocation = Revocation(store, clients, retention, clock)
+    revocation = Revocation(store, clients, retention, clock, audit)
     discovery = Discovery(keys, grant_types=list(grants))
     purge = SessionPurge(store, retention, clock)
 
     # The server's own resource types, as the REST API writes and shows them. Sessions are written
     # only by the OAuth endpoints; DELETE /Session/{id} closes one. Deleting or deactivating a Client
-    # closes its Sessions; the root client cannot be deleted or deactivated.
+    # closes its Sessions; the root client cannot be deleted or deactivated. Writes of Clients and
+    # AccessPolicies are audited (never their content); AuditEvents are written only by the server.
     rules = ResourceRules()
+    rules.record_writes(
+        client.CLIENT,
+        audit.resource_writes(
+            (audit_event.CLIENT_CREATED, audit_event.CLIENT_UPDATED, audit_event.CLIENT_DELETED)
+        ),
+    )
+    rules.record_writes(
+        ACCESS_POLICY,
+        audit.resource_writes(
+            (
+                audit_event.ACCESS_POLICY_CREATED,
+                audit_event.ACCESS_POLICY_UPDATED,
+                audit_event.ACCESS_POLICY_DELETED,
+            )
+        ),
+    )
+    rules.server_managed(audit_event.AUDIT_EVENT)
     rules.on_write(client.CLIENT, prepare_client_write)
     rules.guard(client.CLIENT, root_guard(settings.root_client_id))
     rules.after_write(client.CLIENT, revocation.client_written)
@@ -134,8 +158,8 @@ def create_app(
         pipeline,
         authorizer=authorizer,
         root=root,
-        on_start=[root.ensure, keys.start, purge.start, policies.refresh],
-        on_stop=[purge.stop],
+        on_start=[root.ensure, keys.start, purge.start, audit_purge.start, policies.refresh],
+        on_stop=[purge.stop, audit_purge.stop],
     )
 
 

@@ -69,6 +69,12 @@ def _algorithm(value: str) -> str:
     return value
 
 
+def _audit_level(value: str) -> str:
+    if value not in ("all", "security", "off"):
+        raise ValueError(f"must be all, security or off, got {value!r}")
+    return value
+
+
 def _proxy_list(value: str) -> str:
     """Comma-separated addresses or CIDRs, each checked; kept as a string (it is exported to workers)."""
     items = [item.strip() for item in value.split(",") if item.strip()]
@@ -145,6 +151,15 @@ class Settings:
         32,
         _non_negative_int,
         "Requests that may wait for a secret hash beyond those hashing; more are answered 503 at once.",
+    )
+    audit: str = _setting(
+        "all",
+        _audit_level,
+        "Which AuditEvents are written: `all`, `security` (all but `token-issued` and `token-refreshed`) "
+        "or `off`.",
+    )
+    audit_retention: int = _setting(
+        7776000, _positive_int, "Seconds an AuditEvent is kept before the background purge removes it."
     )
     trusted_proxies: str | None = _setting(
         None,

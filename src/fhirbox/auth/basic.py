@@ -56,7 +56,7 @@ class BasicAuth:
         if readings is None:
             raise unauthorized("Malformed Basic credentials", self.challenge)
         try:
-            client = await self.clients.authenticate_any(readings, request.client_addr)
+            client = await self.clients.authenticate_any(readings, request.client_addr, "basic")
         except (Throttled, HashBusy) as busy:
             status = 429 if isinstance(busy, Throttled) else 503
             raise HttpError(status, str(busy), headers={"Retry-After": str(busy.retry_after)}) from None

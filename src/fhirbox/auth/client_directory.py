@@ -7,9 +7,18 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from fhirbox.audit import Audit
 from fhirbox.auth.secrets import SecretVerifier, hash_secret
 from fhirbox.auth.throttle import FailureCounter
 from fhirbox.models import ID_PATTERN
+from fhirbox.models.audit_event import (
+    CLIENT_AUTH_FAILED,
+    CLIENT_AUTH_THROTTLED,
+    MINOR_FAILURE,
+    SERIOUS_FAILURE,
+    Agent,
+    Entity,
+)
 from fhirbox.models.client import CLIENT, Client
 from fhirbox.storage.base import Store
 
@@ -19,8 +28,11 @@ _MAX_CACHED = 10_000
 class ClientDirectory:
     """Looks up Clients, caching them in process; every write anywhere evicts the entry."""
 
-    def __init__(self, store: Store, verifier: SecretVerifier, failures: FailureCounter) -> None:
+    def __init__(
+        self, store: Store, verifier: SecretVerifier, failures: FailureCounter, audit: Audit
+    ) -> None:
         self.store = store
+        self.audit = audit
         self.verifier = verifier
         self.failures = failures
         self._cache: dict[str, Client | None] = {}
@@ -49,9 +61,13 @@ class ClientDirectory:
             self._cache[client_id] = client
         return client
 
-    async def authenticate_any(self, readings: Sequence[tuple[str, str]], address: str) -> Client | None:
+    async def authenticate_any(
+        self, readings: Sequence[tuple[str, str]], address: str, method: str
+    ) -> Client | None:
         """The Client of the first ``(id, secret)`` reading that authenticates (see ``decode_basic``),
-        presented from ``address`` (``Request.client_addr``).
+        presented from ``address`` (``Request.client_addr``) by ``method`` (e.g. ``client_secret_basic``).
+        A failure is recorded in the audit trail (the id presented, the method, the reason; never the
+        secret), and so is the lock it may set off.
 
         Raises ``Throttled`` before any hash when that address, or one of the ids at it, has failed too
         often (``FailureCounter``), and ``HashBusy`` when a hash is needed and the pool is full. A
@@ -59,6 +75,7 @@ class ClientDirectory:
         Clients are hashed (the first reading when none exists, so an unknown id costs one hash).
         """
         # An id no Client can have is refused before any lookup, cache entry or counter key of its own.
+        presented = readings[0][0] if readings else ""
         readings = [(client_id, secret) for client_id, secret in readings if ID_PATTERN.match(client_id)]
         client_ids = list(dict.fromkeys(client_id for client_id, _ in readings))
         self.failures.check(client_ids, address)
@@ -68,7 +85,7 @@ class ClientDirectory:
                 self.failures.succeeded(client_id, address)
                 return client
         if not readings:
-            self.failures.failed([], address)
+            await self._failed([], address, presented, method, "malformed client id")
             return None
         # An unknown id is checked against a dummy hash (``verify`` with None): the same cost as a known one.
         existing = [reading for reading in found if reading[0] is not None]
@@ -78,8 +95,37 @@ class ClientDirectory:
             if await self.verifier.verify(client_id, secret, hashed, version) and client is not None:
                 self.failures.succeeded(client_id, address)
                 return client
-        self.failures.failed(client_ids, address)
+        reason = "invalid secret" if existing else "unknown or inactive client"
+        await self._failed(client_ids, address, client_ids[0], method, reason)
         return None
+
+    async def _failed(
+        self, client_ids: list[str], address: str, presented: str, method: str, reason: str
+    ) -> None:
+        """Count the failure, and record it (and any lock it set off) in the audit trail."""
+        locked = self.failures.failed(client_ids, address)
+        audit = self.audit
+        entities = (Entity(f"{CLIENT}/{client_ids[0]}", (("method", method),)),) if client_ids else ()
+        failed = audit.event(
+            CLIENT_AUTH_FAILED,
+            action="E",
+            agent=Agent(presented, address),
+            outcome=MINOR_FAILURE,
+            entities=entities,
+            reason=f"{reason} ({method})",
+        )
+        throttled = [
+            audit.event(
+                CLIENT_AUTH_THROTTLED,
+                action="E",
+                agent=Agent(key[1] if key[0] == "client" else None, address),
+                outcome=SERIOUS_FAILURE,
+                reason=f"{self.failures.limit} failed client authentications within "
+                f"{self.failures.window} s: further attempts refused (429)",
+            )
+            for key in locked
+        ]
+        await audit.record(failed, *throttled)
 
 
 async def prepare_client_write(body: dict[str, Any]) -> None:

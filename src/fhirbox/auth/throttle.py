@@ -78,9 +78,11 @@ class FailureCounter:
         if wait > 0:
             raise Throttled(_seconds(wait))
 
-    def failed(self, client_ids: Iterable[str], address: str) -> None:
-        """Count one failed authentication of ``client_ids`` (one request's readings) from ``address``."""
+    def failed(self, client_ids: Iterable[str], address: str) -> list[tuple[str, ...]]:
+        """Count one failed authentication of ``client_ids`` (one request's readings) from ``address``;
+        the keys this failure locked (``("addr", address)`` or ``("client", id, address)``)."""
         now = self.clock()
+        locked: list[tuple[str, ...]] = []
         for key in dict.fromkeys(self._keys(client_ids, address)):
             times = self._failures.get(key)
             if times is None:
@@ -92,8 +94,10 @@ class FailureCounter:
             times.append(now)
             if len(times) == self.limit:
                 self._log_locked(key)
+                locked.append(key)
         if len(self._failures) > self.max_keys:
             self._shrink(now)
+        return locked
 
     def succeeded(self, client_id: str, address: str) -> None:
         """Clear the count of ``client_id`` at ``address``. The address's own count only expires:

@@ -159,7 +159,8 @@ async def authenticate_client(clients: ClientDirectory, oauth: OAuthRequest) -> 
     """The client, or one indistinguishable ``invalid_client`` for unknown, wrong or inactive; 429
     ``invalid_client`` when its address (or its id there) is throttled, 503 when hashes are backed up."""
     try:
-        client = await clients.authenticate_any(oauth.credentials, oauth.client_addr)
+        method = "client_secret_basic" if oauth.tried_basic else "client_secret_post"
+        client = await clients.authenticate_any(oauth.credentials, oauth.client_addr, method)
     except Throttled as throttled:
         raise TooManyAttempts(str(throttled), retry_after=throttled.retry_after) from None
     except HashBusy as busy:

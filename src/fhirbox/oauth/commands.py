@@ -7,6 +7,7 @@ import time
 
 import click
 
+from fhirbox.audit import Audit
 from fhirbox.commandline import load_settings, setting_option
 from fhirbox.oauth.keys import SigningKey, rotate_keys, stored_keys
 from fhirbox.storage import open_store
@@ -27,7 +28,10 @@ def rotate(database_url: str | None) -> None:
     async def run() -> SigningKey:
         await store.open()
         try:
-            return await rotate_keys(store, settings.signing_alg, settings.access_token_expiration)
+            audit = Audit(store, settings.audit, settings.audit_retention, time.time, "fhirbox keys rotate")
+            return await rotate_keys(
+                store, settings.signing_alg, settings.access_token_expiration, audit=audit
+            )
         finally:
             await store.close()
 

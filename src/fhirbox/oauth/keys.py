@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from fhirbox.audit import Audit
+from fhirbox.models.audit_event import SERVER, SIGNING_KEY_GENERATED, SIGNING_KEY_RETIRED, Entity
 from fhirbox.models.client import CLIENT, client_credentials_of
 from fhirbox.storage.base import UNCHANGED, SearchQuery, Store, Stored
 
@@ -155,8 +157,9 @@ async def stored_keys(store: Store) -> list[dict[str, Any]]:
     return (await store.search(KEY_TYPE, SearchQuery(limit=1000))).resources
 
 
-async def create_key(store: Store, alg: str) -> SigningKey:
-    """Add a new active key for ``alg``. Processes racing here agree: each slot id is created once."""
+async def create_key(store: Store, alg: str, audit: Audit | None = None, why: str = "") -> SigningKey:
+    """Add a new active key for ``alg``. Processes racing here agree: each slot id is created once.
+    The key that is created is recorded (kid and alg, never the key) in the same transaction."""
     existing = await stored_keys(store)
     slot = 1 + sum(1 for key in existing if key.get("alg") == alg)
     while True:
@@ -166,7 +169,19 @@ async def create_key(store: Store, alg: str) -> SigningKey:
         def create_once(current: Stored | None, body: dict[str, Any] = body) -> Any:
             return UNCHANGED if current is not None else dict(body)
 
-        result = await store.mutate(KEY_TYPE, f"{alg}-{slot}", create_once)
+        generated = (
+            audit.event(
+                SIGNING_KEY_GENERATED,
+                action="C",
+                agent=SERVER,
+                entities=(Entity(f"{KEY_TYPE}/{alg}-{slot}", (("kid", candidate.kid), ("alg", alg))),),
+                reason=why,
+            )
+            if audit is not None
+            else None
+        )
+        attach = Audit.attach(if_changed=[generated])
+        result = await store.mutate(KEY_TYPE, f"{alg}-{slot}", create_once, attach=attach)
         assert result.after is not None
         winner = SigningKey.from_body(result.after.body)
         if winner.retired is None:
@@ -174,7 +189,7 @@ async def create_key(store: Store, alg: str) -> SigningKey:
         slot += 1
 
 
-async def retire_keys(store: Store, keep: str, lifetime: int) -> None:
+async def retire_keys(store: Store, keep: str, lifetime: int, audit: Audit | None = None) -> None:
     """Retire every active key but ``keep``; each stays verifiable ``lifetime`` (+ margin) more."""
     now = time.time()
     for stored in await stored_keys(store):
@@ -186,7 +201,18 @@ async def retire_keys(store: Store, keep: str, lifetime: int) -> None:
                 return UNCHANGED
             return {**current.body, "retired": now, "drop_after": now + lifetime + RETIRE_MARGIN}
 
-        await store.mutate(KEY_TYPE, stored["id"], retire)
+        retired = (
+            audit.event(
+                SIGNING_KEY_RETIRED,
+                action="U",
+                agent=SERVER,
+                entities=(Entity(f"{KEY_TYPE}/{stored['id']}", (("kid", str(stored.get("kid"))),)),),
+                reason=f"replaced by {keep}",
+            )
+            if audit is not None
+            else None
+        )
+        await store.mutate(KEY_TYPE, stored["id"], retire, attach=Audit.attach(if_changed=[retired]))
 
 
 async def longest_token_lifetime(store: Store, default: int) -> int:
@@ -202,10 +228,12 @@ async def longest_token_lifetime(store: Store, default: int) -> int:
             return longest
 
 
-async def rotate_keys(store: Store, alg: str, default_lifetime: int) -> SigningKey:
+async def rotate_keys(
+    store: Store, alg: str, default_lifetime: int, audit: Audit | None = None
+) -> SigningKey:
     """``fhirbox keys rotate``: a new active key; the others retire once their tokens can expire."""
-    key = await create_key(store, alg)
-    await retire_keys(store, key.kid, await longest_token_lifetime(store, default_lifetime))
+    key = await create_key(store, alg, audit, "rotation (fhirbox keys rotate)")
+    await retire_keys(store, key.kid, await longest_token_lifetime(store, default_lifetime), audit)
     return key
 
 
@@ -215,8 +243,16 @@ class KeyRing:
     Loaded at start and reloaded whenever a ``SigningKey`` changes anywhere (``store.subscribe``).
     """
 
-    def __init__(self, store: Store, alg: str, key_file: str | None, default_lifetime: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        alg: str,
+        key_file: str | None,
+        default_lifetime: int,
+        audit: Audit | None = None,
+    ) -> None:
         self.store = store
+        self.audit = audit
         self.alg = alg
         self.key_file = key_file
         self.default_lifetime = default_lifetime
@@ -241,10 +277,13 @@ class KeyRing:
         else:
             current = [SigningKey.from_body(body) for body in await stored_keys(self.store)]
             if not any(key.alg == self.alg and key.retired is None for key in current):
-                key = await create_key(self.store, self.alg)
+                key = await create_key(self.store, self.alg, self.audit, f"no active {self.alg} key at start")
                 # The configured algorithm changed: keys of the old one retire like a rotation.
                 await retire_keys(
-                    self.store, key.kid, await longest_token_lifetime(self.store, self.default_lifetime)
+                    self.store,
+                    key.kid,
+                    await longest_token_lifetime(self.store, self.default_lifetime),
+                    self.audit,
                 )
         await self.load()
 

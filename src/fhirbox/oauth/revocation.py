@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from fhirbox.audit import Audit
 from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
 from fhirbox.clock import Clock
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, empty, render
+from fhirbox.models.audit_event import SERVER, Agent
 from fhirbox.models.client import Client
 from fhirbox.models.session import SESSION, Session
 from fhirbox.oauth.client_auth import authenticate_client, read_oauth_request
@@ -18,20 +20,26 @@ from fhirbox.storage.base import Store, Stored
 
 
 class Revocation:
-    def __init__(self, store: Store, clients: ClientDirectory, retention: int, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, clients: ClientDirectory, retention: int, clock: Clock, audit: Audit
+    ) -> None:
         self.store = store
+        self.audit = audit
         self.clients = clients
         self.retention = retention
         self.clock = clock
 
-    async def close(self, session_id: str) -> Stored | None:
-        """``DELETE /Session/{id}``: close that Session (its tokens stop at once); None if it never was."""
+    async def close(self, session_id: str, client_id: str | None, address: str) -> Stored | None:
+        """``DELETE /Session/{id}`` by ``client_id``: close that Session (its tokens stop at once); None
+        if it never was."""
+        reason = "closed by DELETE /Session/{id}"
         return await close_session(
             self.store,
             session_id,
-            "closed by DELETE /Session/{id}",
+            reason,
             now=self.clock(),
             retention=self.retention,
+            attach=self.audit.closing(Agent(client_id, address), reason)(session_id),
         )
 
     async def client_written(self, before: Stored | None, after: Stored) -> None:
@@ -49,18 +57,28 @@ class Revocation:
             if not is_live
             else "client re-created"
         )
-        await close_client_sessions(self.store, after.id, reason, now=self.clock(), retention=self.retention)
+        await close_client_sessions(
+            self.store,
+            after.id,
+            reason,
+            now=self.clock(),
+            retention=self.retention,
+            attach=self.audit.closing(SERVER, reason),
+        )
 
     async def delete_session(self, request: Request, principal: Principal | None) -> Response:
         """``DELETE /Session``: close the Session of the bearer token that authenticates the call."""
         if principal is None or principal.session is None:
             raise HttpError(400, "DELETE /Session closes the session of the Bearer token it is called with")
+        reason = "closed by DELETE /Session"
+        session_id = principal.session["id"]
         after = await close_session(
             self.store,
-            principal.session["id"],
-            "closed by DELETE /Session",
+            session_id,
+            reason,
             now=self.clock(),
             retention=self.retention,
+            attach=self.audit.closing(Agent(principal.client_id, request.client_addr), reason)(session_id),
         )
         if after is None:
             raise HttpError(404, "Session not found")
@@ -85,12 +103,14 @@ class Revocation:
             if session.client_id != client.id:
                 # RFC 7009 §2.1: only the client a token was issued to may revoke it.
                 return UnauthorizedClient("The token was issued to another client").response()
+            reason = "revoked by POST /auth/revoke"
             await close_session(
                 self.store,
                 session_id,
-                "revoked by POST /auth/revoke",
+                reason,
                 now=self.clock(),
                 retention=self.retention,
                 only_holding=hashed,
+                attach=self.audit.closing(Agent(client.id, oauth.client_addr), reason)(session_id),
             )
         return empty(200, dict(NO_STORE))

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhirbox.clock import Clock
 from fhirbox.models.session import SESSION, Session
-from fhirbox.storage.base import UNCHANGED, Filter, SearchQuery, Store, Stored
+from fhirbox.storage.base import UNCHANGED, Attach, Filter, SearchQuery, Store, Stored
 
 log = logging.getLogger("fhirbox.oauth.sessions")
 
@@ -89,8 +90,10 @@ async def close_session(
     now: float,
     retention: int,
     only_holding: str | None = None,
+    attach: Attach | None = None,
 ) -> Stored | None:
-    """Close the Session if it is active (and, with ``only_holding``, holds that token hash).
+    """Close the Session if it is active (and, with ``only_holding``, holds that token hash), with what
+    ``attach`` adds (its audit record) in the same transaction.
 
     Returns the Session as stored afterwards (unchanged when it was already closed), or None when
     it does not exist.
@@ -106,14 +109,21 @@ async def close_session(
             return UNCHANGED
         return session.close(reason, now, retention)
 
-    result = await store.mutate(SESSION, session_id, end)
+    result = await store.mutate(SESSION, session_id, end, attach=attach)
     return result.after
 
 
 async def close_client_sessions(
-    store: Store, client_id: str, reason: str, *, now: float, retention: int
+    store: Store,
+    client_id: str,
+    reason: str,
+    *,
+    now: float,
+    retention: int,
+    attach: Callable[[str], Attach | None] | None = None,
 ) -> int:
-    """Close every active Session of ``client_id``; the number closed."""
+    """Close every active Session of ``client_id``; the number closed. ``attach(session_id)`` gives
+    what to commit with each closing."""
     query = SearchQuery(
         filters=(Filter(("client", "id"), client_id), Filter(("active",), "true")), limit=_CLOSE_PAGE
     )
@@ -122,7 +132,15 @@ async def close_client_sessions(
         page = await store.search(SESSION, query)
         closed_now = 0
         for body in page.resources:
-            after = await close_session(store, str(body["id"]), reason, now=now, retention=retention)
+            session_id = str(body["id"])
+            after = await close_session(
+                store,
+                session_id,
+                reason,
+                now=now,
+                retention=retention,
+                attach=attach(session_id) if attach is not None else None,
+            )
             closed_now += after is not None and after.body.get("end_reason") == reason
         closed += closed_now
         # A full page that closed nothing holds Sessions no close applies to: searching again finds them.

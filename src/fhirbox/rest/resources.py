@@ -121,9 +121,14 @@ class ResourceApi:
 
         return mutation
 
-    async def write(self, type_: str, id_: str, mutation: Mutation) -> MutationResult:
-        """``store.mutate``, then the type's after-write rules once the write is committed."""
-        result = await self.store.mutate(type_, id_, mutation)
+    async def write(
+        self, request: Request, principal: Principal | None, type_: str, id_: str, mutation: Mutation
+    ) -> MutationResult:
+        """``store.mutate`` (with the type's write record, e.g. its audit event, in the same
+        transaction), then the type's after-write rules once the write is committed."""
+        client_id = principal.client_id if principal is not None else None
+        attach = self.rules.write_record(type_, client_id, request.client_addr)
+        result = await self.store.mutate(type_, id_, mutation, attach=attach)
         await self.rules.written(type_, result.before, result.after)
         return result
 
@@ -153,7 +158,8 @@ class ResourceApi:
         body = await self.incoming(request, type_)
         body["id"] = id_
         self.rules.check_guards(type_, id_, body)
-        result = await self.write(type_, id_, self.writer(type_, body, request.headers.get("if-match")))
+        mutation = self.writer(type_, body, request.headers.get("if-match"))
+        result = await self.write(request, principal, type_, id_, mutation)
         assert result.after is not None
         return self.respond(request, 201 if result.created else 200, result.after)
 
@@ -173,7 +179,7 @@ class ResourceApi:
                 raise HttpError(409, f"Resource {type_}/{id_} already exists")
             return dict(body)
 
-        result = await self.write(type_, id_, mutation)
+        result = await self.write(request, principal, type_, id_, mutation)
         assert result.after is not None
         location = f"{request.base_url}/{type_}/{id_}/_history/{result.after.version}"
         return self.respond(request, 201, result.after, {"Location": location})
@@ -207,7 +213,7 @@ class ResourceApi:
                 check_if_match(if_match, current)
                 return self.patched(type_, id_, current, patch, content_type)
 
-            result = await self.write(type_, id_, in_place)
+            result = await self.write(request, principal, type_, id_, in_place)
             assert result.after is not None
             return self.respond(request, 200, result.after)
         # Write hooks are async (e.g. hashing a secret), so they cannot run inside the write: patch
@@ -228,7 +234,7 @@ class ResourceApi:
                 return new
 
             try:
-                result = await self.write(type_, id_, mutation)
+                result = await self.write(request, principal, type_, id_, mutation)
             except _Raced:
                 continue
             assert result.after is not None
@@ -239,7 +245,7 @@ class ResourceApi:
         type_ = self.resource_type(request)
         managed_delete = self.rules.managed_delete(type_)
         if managed_delete is not None:
-            return await self.delete_managed(request, managed_delete)
+            return await self.delete_managed(request, principal, managed_delete)
         type_, id_ = self.target(request, writing=True)
         if_match = request.headers.get("if-match")
         self.rules.check_guards(type_, id_, None)
@@ -250,15 +256,18 @@ class ResourceApi:
             check_if_match(if_match, current)
             return DELETE
 
-        result = await self.write(type_, id_, mutation)
+        result = await self.write(request, principal, type_, id_, mutation)
         if result.after is None or result.after is result.before:
             return empty(204)
         return self.respond(request, 200, result.after)
 
-    async def delete_managed(self, request: Request, managed_delete: ManagedDelete) -> Response:
+    async def delete_managed(
+        self, request: Request, principal: Principal | None, managed_delete: ManagedDelete
+    ) -> Response:
         """DELETE of a server-managed type: the server ends it its own way (a Session is closed)."""
         type_, id_ = self.target(request)
-        stored = await managed_delete(id_)
+        client_id = principal.client_id if principal is not None else None
+        stored = await managed_delete(id_, client_id, request.client_addr)
         if stored is None or stored.deleted:
             raise HttpError(404, f"Resource {type_}/{id_} not found")
         return self.respond(request, 200, stored)

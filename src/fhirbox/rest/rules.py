@@ -6,15 +6,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fhirbox.storage.base import Stored
+from fhirbox.storage.base import Attach, Stored
 
 WriteHook = Callable[[dict[str, Any]], Awaitable[None]]
 # Refuses (raises an HttpError) a write of ``id``: the new body, or None for a deletion.
 WriteGuard = Callable[[str, "dict[str, Any] | None"], None]
 # Runs after a write is committed, with the versions before and after it.
 AfterWrite = Callable[["Stored | None", Stored], Awaitable[None]]
-# Ends the resource with this id the server's way; returns it as stored afterwards, None if absent.
-ManagedDelete = Callable[[str], Awaitable[Stored | None]]
+# Ends the resource with this id the server's way, asked by (client id, address); returns it as
+# stored afterwards, None if absent.
+ManagedDelete = Callable[[str, "str | None", str], Awaitable[Stored | None]]
+# From the client id and address of an API call, what to commit with its write (its audit record).
+WriteRecord = Callable[["str | None", str], "Attach | None"]
 
 
 class ResourceRules:
@@ -25,6 +28,7 @@ class ResourceRules:
         self._managed: dict[str, ManagedDelete | None] = {}
         self._guards: dict[str, list[WriteGuard]] = {}
         self._after: dict[str, list[AfterWrite]] = {}
+        self._records: dict[str, WriteRecord] = {}
 
     def on_write(self, type_: str, hook: WriteHook) -> None:
         """Run ``hook(body)`` before every write of ``type_``; it may change the body or raise a 422."""
@@ -45,6 +49,14 @@ class ResourceRules:
     def after_write(self, type_: str, hook: AfterWrite) -> None:
         """Run ``hook(before, after)`` once a write or deletion of ``type_`` through the API is committed."""
         self._after.setdefault(type_, []).append(hook)
+
+    def record_writes(self, type_: str, record: WriteRecord) -> None:
+        """Commit what ``record(client id, address)`` attaches with every API write of ``type_``."""
+        self._records[type_] = record
+
+    def write_record(self, type_: str, client_id: str | None, address: str) -> Attach | None:
+        record = self._records.get(type_)
+        return record(client_id, address) if record is not None else None
 
     def check_guards(self, type_: str, id_: str, body: dict[str, Any] | None) -> None:
         for guard in self._guards.get(type_, ()):

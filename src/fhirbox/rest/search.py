@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fhirbox.http.errors import HttpError
-from fhirbox.storage.base import PATH_KEY, Comparison, Filter, SearchQuery, SortKey
+from fhirbox.storage.base import INSTANT_FIELDS, PATH_KEY, Comparison, Filter, SearchQuery, SortKey
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
@@ -56,6 +56,16 @@ def _instant(value: str) -> str:
         raise HttpError(400, f"Invalid date {value!r}: use ISO 8601, e.g. 2024-01-31T12:00:00Z") from None
 
 
+def _date_comparisons(field: str, value: str) -> list[Comparison]:
+    """``value`` (an ISO 8601 date or instant, with an optional ``eq``/``ne``/``gt``/``lt``/``ge``/``le``
+    prefix) as comparisons of ``field``; a bare day means that whole day."""
+    prefix, rest = (value[:2], value[2:]) if value[:2] in _PREFIXES else ("eq", value)
+    if prefix == "eq" and len(rest.strip()) == 10:
+        day = _instant(rest)
+        return [Comparison(field, "ge", day), Comparison(field, "le", day[:10] + "T23:59:59.999999Z")]
+    return [Comparison(field, prefix, _instant(rest))]
+
+
 class SearchRequest:
     """A parsed search: the store query, plus paging and projection for the response."""
 
@@ -86,13 +96,10 @@ class SearchRequest:
                 elif name == "_id":
                     ids.extend(part for part in value.split(",") if part)
                 elif name == "_lastUpdated":
-                    prefix, rest = (value[:2], value[2:]) if value[:2] in _PREFIXES else ("eq", value)
-                    if prefix == "eq" and len(rest.strip()) == 10:
-                        day = _instant(rest)
-                        comparisons.append(Comparison("lastUpdated", "ge", day))
-                        comparisons.append(Comparison("lastUpdated", "lt", day[:10] + "T23:59:59.999999Z"))
-                    else:
-                        comparisons.append(Comparison("lastUpdated", prefix, _instant(rest)))
+                    comparisons.extend(_date_comparisons("lastUpdated", value))
+                continue
+            if name in INSTANT_FIELDS and name not in hidden_fields:
+                comparisons.extend(_date_comparisons(name, value))
                 continue
             path = parse_path(name, "search parameter")
             if path[0] in hidden_fields:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fhirbox.audit import Audit
 from fhirbox.clock import Clock
 from fhirbox.models.client import Client
 from fhirbox.oauth.client_auth import OAuthRequest
@@ -28,6 +29,7 @@ class Issuance:
     default_expiration: int
     retention: int
     clock: Clock
+    audit: Audit
 
 
 class IssuingGrant:
@@ -40,3 +42,4 @@ class IssuingGrant:
         self.default_expiration = issuance.default_expiration
         self.retention = issuance.retention
         self.clock = issuance.clock
+        self.audit = issuance.audit

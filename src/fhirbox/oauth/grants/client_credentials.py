@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhirbox.auth.client_directory import ClientDirectory
+from fhirbox.models.audit_event import TOKEN_ISSUED, Agent, Entity
 from fhirbox.models.client import Client, ClientCredentialsSettings
 from fhirbox.models.session import SESSION, Session
 from fhirbox.oauth.client_auth import OAuthRequest
@@ -90,14 +91,29 @@ class ClientCredentialsGrant(IssuingGrant):
                 raise RuntimeError(f"Session id collision on {session_id}")
             return session.body
 
-        # Answered only after the Session is committed: the token works as soon as the client has it.
-        result = await self.store.mutate(SESSION, session_id, create)
+        agent = Agent(client.id, request.client_addr)
+        details = [("grant", "client_credentials"), ("format", "jwt" if config.jwt else "opaque")]
+        details += [("scope", " ".join(scope))] if scope else []
+        details += [("audience", audience)] if audience else []
+        issued = self.audit.event(
+            TOKEN_ISSUED,
+            action="C",
+            agent=agent,
+            entities=(Entity(f"{SESSION}/{session_id}", tuple(details)),),
+        )
+        # Answered only after the Session (and its audit record) is committed: the token works as
+        # soon as the client has it, and every token the client has was recorded.
+        result = await self.store.mutate(
+            SESSION, session_id, create, attach=self.audit.attach(if_changed=[issued])
+        )
         assert result.after is not None
-        await self._client_unchanged(client, session_id, request)
+        await self._client_unchanged(client, session_id, request, agent)
         self.sessions.put(result.after)
         return token_response(tokens, now, scope)
 
-    async def _client_unchanged(self, client: Client, session_id: str, request: OAuthRequest) -> None:
+    async def _client_unchanged(
+        self, client: Client, session_id: str, request: OAuthRequest, agent: Agent
+    ) -> None:
         """Close the new Session when the Client changed while it was being issued (e.g. deactivated
         and re-activated while its secret was hashed): its Session sweep may have run before this
         Session existed, and a token must never outlive the Client version it was issued under."""
@@ -105,5 +121,12 @@ class ClientCredentialsGrant(IssuingGrant):
         if current is not None and current.version == client.version:
             return
         reason = "client changed while the token was issued"
-        await close_session(self.store, session_id, reason, now=self.clock(), retention=self.retention)
+        await close_session(
+            self.store,
+            session_id,
+            reason,
+            now=self.clock(),
+            retention=self.retention,
+            attach=self.audit.closing(agent, reason)(session_id),
+        )
         raise InvalidClient(f"The {reason}; request a new token", tried_basic=request.tried_basic)

@@ -11,6 +11,13 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+from fhirbox.models.audit_event import (
+    REFRESH_TOKEN_REUSED,
+    SERIOUS_FAILURE,
+    TOKEN_REFRESHED,
+    Agent,
+    Entity,
+)
 from fhirbox.models.client import Client
 from fhirbox.models.session import SESSION, Session
 from fhirbox.oauth.client_auth import OAuthRequest
@@ -19,7 +26,7 @@ from fhirbox.oauth.grants import Issuance, IssuingGrant
 from fhirbox.oauth.issuance import IssuedTokens, issue_tokens, token_response
 from fhirbox.oauth.sessions import close_session
 from fhirbox.oauth.token_formats import session_id_of, token_hash
-from fhirbox.storage.base import Stored
+from fhirbox.storage.base import NewResource, Stored
 
 REUSED = "Refresh token was already used; the session is revoked"
 JUST_ROTATED = "Refresh token was just replaced by a concurrent refresh; use the tokens that request received"
@@ -50,7 +57,8 @@ class RefreshTokenGrant(IssuingGrant):
 
         now = int(self.clock())
         presented = token_hash(token)
-        session = await self._session_of(token, presented, client, now)
+        agent = Agent(client.id, request.client_addr)
+        session = await self._session_of(token, presented, client, now, agent)
         tokens = issue_tokens(
             self.jwts,
             config,
@@ -63,10 +71,23 @@ class RefreshTokenGrant(IssuingGrant):
         )
         if tokens.refresh_token is None:
             raise UnauthorizedClient("Refresh tokens are not enabled for this client")
-        await self._rotate(session.id, presented, tokens)
+        refreshed = self.audit.event(
+            TOKEN_REFRESHED,
+            action="U",
+            agent=agent,
+            entities=(
+                Entity(
+                    f"{SESSION}/{session.id}",
+                    (("grant", "refresh_token"), ("format", "jwt" if config.jwt else "opaque")),
+                ),
+            ),
+        )
+        await self._rotate(session.id, presented, tokens, agent, refreshed)
         return token_response(tokens, now, session.scope)
 
-    async def _session_of(self, token: str, presented: str, client: Client, now: int) -> Session:
+    async def _session_of(
+        self, token: str, presented: str, client: Client, now: int, agent: Agent
+    ) -> Session:
         """The active Session whose current refresh token is ``token``, issued to ``client``.
 
         A refresh token is checked by its hash in the Session (only we could have issued a matching
@@ -78,7 +99,7 @@ class RefreshTokenGrant(IssuingGrant):
         if session is None or session.client_id != client.id:
             raise InvalidGrant("Unknown refresh token")
         if session.rotated_away(presented):
-            await self._reused(session, presented)
+            await self._reused(session, presented, agent)
         if not session.holds_refresh(presented):
             raise InvalidGrant("Unknown refresh token")
         if not session.active:
@@ -87,7 +108,14 @@ class RefreshTokenGrant(IssuingGrant):
             raise InvalidGrant("Refresh token expired")
         return session
 
-    async def _rotate(self, session_id: str, presented: str, tokens: IssuedTokens) -> None:
+    async def _rotate(
+        self,
+        session_id: str,
+        presented: str,
+        tokens: IssuedTokens,
+        agent: Agent,
+        refreshed: NewResource | None,
+    ) -> None:
         """Replace the Session's tokens, unless another request rotated them first (a reuse too)."""
 
         def rotate(current: Stored | None) -> dict[str, Any]:
@@ -101,16 +129,37 @@ class RefreshTokenGrant(IssuingGrant):
             return session.rotate_refresh(presented, tokens.hashes(), self.clock(), self.retention)
 
         try:
-            result = await self.store.mutate(SESSION, session_id, rotate)
+            result = await self.store.mutate(
+                SESSION, session_id, rotate, attach=self.audit.attach(if_changed=[refreshed])
+            )
         except _Reused as reused:
-            await self._reused(reused.session, presented)
+            await self._reused(reused.session, presented, agent)
         assert result.after is not None
         self.sessions.put(result.after)
 
-    async def _reused(self, session: Session, presented: str) -> NoReturn:
-        """A rotated-away refresh token came back: revoke the Session, unless it lost a race just now."""
+    async def _reused(self, session: Session, presented: str, agent: Agent) -> NoReturn:
+        """A rotated-away refresh token came back: revoke the Session, unless it lost a race just now.
+        The reuse is recorded (with the Session it revoked) in the transaction that closes it."""
         now = self.clock()
         if session.just_rotated(presented, now, self.reuse_grace):
             raise InvalidGrant(JUST_ROTATED)
-        await close_session(self.store, session.id, "refresh token reuse", now=now, retention=self.retention)
+        reason = "refresh token reuse"
+        reused = self.audit.event(
+            REFRESH_TOKEN_REUSED,
+            action="E",
+            agent=agent,
+            outcome=SERIOUS_FAILURE,
+            entities=(Entity(f"{SESSION}/{session.id}", (("revoked", "true"),)),),
+            reason="a rotated-away refresh token was presented again; its Session is revoked",
+        )
+        await close_session(
+            self.store,
+            session.id,
+            reason,
+            now=now,
+            retention=self.retention,
+            attach=self.audit.attach(
+                always=[reused], if_changed=[self.audit.session_closed(session.id, agent, reason)]
+            ),
+        )
         raise InvalidGrant(REUSED)

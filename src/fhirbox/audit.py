@@ -1,0 +1,190 @@
+"""The audit trail: AuditEvents written with the change they record, and the background purge.
+
+Built once in ``app.py`` and passed to whatever records events. An event that records a change (a
+token issued, a Session closed, a Client written) is attached to that change's ``store.mutate``, so it
+is committed in the same transaction: an acknowledged token always has its record, and a change that
+failed has none. An event with no change to ride on (a failed authentication, a throttle, a replayed
+assertion) is written by ``record``: batched with other writes by the store, and awaited, so the
+response leaves only once the record is durable (memory stays bounded by the requests in flight).
+
+``FHIRBOX_AUDIT``: ``all`` records every event; ``security`` all but the routine ``token-issued`` and
+``token-refreshed``; ``off`` none (nothing is built, nothing attached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+
+from fhirbox.clock import Clock
+from fhirbox.models.audit_event import (
+    AUDIT_EVENT,
+    ROUTINE,
+    SESSION_CLOSED,
+    SUCCESS,
+    Agent,
+    Entity,
+    audit_event_body,
+)
+from fhirbox.models.session import SESSION, iso
+from fhirbox.storage.base import Attach, MutationResult, NewResource, Store
+from fhirbox.storage.migrations import PURGE_AFTER
+
+log = logging.getLogger("fhirbox.audit")
+
+# From the client id and address of an API call, what to commit with its write (None: nothing).
+WriteRecord = Callable[[str | None, str], Attach | None]
+
+LEVELS = ("all", "security", "off")
+
+
+class Audit:
+    """Builds AuditEvents and hands them to the store: attached to a write, or on their own."""
+
+    def __init__(self, store: Store, level: str, retention: int, clock: Clock, observer: str) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"audit level must be one of {', '.join(LEVELS)}, got {level!r}")
+        self.store = store
+        self.level = level
+        self.retention = retention
+        self.clock = clock
+        self.observer = observer
+
+    def wants(self, code: str) -> bool:
+        """Whether events of ``code`` are recorded at this level."""
+        return self.level == "all" or (self.level == "security" and code not in ROUTINE)
+
+    def event(
+        self,
+        code: str,
+        *,
+        action: str,
+        agent: Agent,
+        outcome: str = SUCCESS,
+        entities: tuple[Entity, ...] = (),
+        reason: str | None = None,
+    ) -> NewResource | None:
+        """A new AuditEvent of ``code``, or None when this level does not record it."""
+        if not self.wants(code):
+            return None
+        now = self.clock()
+        body = audit_event_body(
+            code=code,
+            action=action,
+            outcome=outcome,
+            recorded=iso(now),
+            agent=agent,
+            observer=self.observer,
+            entities=entities,
+            reason=reason,
+            purge_after=int(now) + self.retention,
+        )
+        return NewResource(AUDIT_EVENT, str(uuid.uuid4()), body)
+
+    @staticmethod
+    def attach(
+        always: Sequence[NewResource | None] = (), if_changed: Sequence[NewResource | None] = ()
+    ) -> Attach | None:
+        """What ``store.mutate(..., attach=)`` takes: ``always`` whatever the write decided, and
+        ``if_changed`` only when it changed something; None when there is nothing to record."""
+        fixed = tuple(event for event in always if event is not None)
+        on_change = tuple(event for event in if_changed if event is not None)
+        if not fixed and not on_change:
+            return None
+
+        def events(result: MutationResult) -> Sequence[NewResource]:
+            changed = result.after is not None and result.after is not result.before
+            return (*fixed, *on_change) if changed else fixed
+
+        return events
+
+    def session_closed(self, session_id: str, agent: Agent, reason: str) -> NewResource | None:
+        """A Session was closed (revoked) by ``agent`` for ``reason``."""
+        return self.event(
+            SESSION_CLOSED,
+            action="D",
+            agent=agent,
+            entities=(Entity(f"{SESSION}/{session_id}"),),
+            reason=reason,
+        )
+
+    def closing(self, agent: Agent, reason: str) -> Callable[[str], Attach | None]:
+        """For ``close_session``/``close_client_sessions``: the record of each Session closed."""
+        return lambda session_id: self.attach(if_changed=[self.session_closed(session_id, agent, reason)])
+
+    def resource_writes(self, codes: tuple[str, str, str]) -> WriteRecord:
+        """For ``ResourceRules.record_writes``: a created / updated / deleted event (``codes``, in that
+        order) for each change of a resource through the API, naming it and its version, nothing of
+        its content."""
+
+        def record(client_id: str | None, address: str) -> Attach | None:
+            if not any(self.wants(code) for code in codes):
+                return None
+            agent = Agent(client_id, address)
+
+            def events(result: MutationResult) -> Sequence[NewResource]:
+                after = result.after
+                if after is None or after is result.before:
+                    return ()
+                code, action = (
+                    (codes[2], "D")
+                    if after.deleted
+                    else (codes[0], "C")
+                    if result.created
+                    else (codes[1], "U")
+                )
+                reference = Entity(f"{after.type}/{after.id}", (("version", str(after.version)),))
+                event = self.event(code, action=action, agent=agent, entities=(reference,))
+                return (event,) if event is not None else ()
+
+            return events
+
+        return record
+
+    async def record(self, *events: NewResource | None) -> None:
+        """Write events that ride on no change, durably, batched with other writes; returns once
+        stored. A failure to store them is logged, never turned into the caller's error."""
+        wanted = [event for event in events if event is not None]
+        if not wanted:
+            return
+        try:
+            await self.store.add(wanted)
+        except Exception:
+            log.exception("writing %d audit events failed", len(wanted))
+
+
+class AuditPurge:
+    """Removes AuditEvents older than ``FHIRBOX_AUDIT_RETENTION`` (their ``purge_after`` passed)."""
+
+    def __init__(self, store: Store, clock: Clock, interval: float = 60.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def purge_once(self) -> int:
+        """Remove every AuditEvent past its ``purge_after``; the number removed."""
+        return await self.store.purge(AUDIT_EVENT, PURGE_AFTER, self.clock())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                purged = await self.purge_once()
+                if purged:
+                    log.info("purged %d AuditEvents past FHIRBOX_AUDIT_RETENTION", purged)
+            except Exception:
+                log.exception("purging AuditEvents failed")
+            await asyncio.sleep(self.interval)
