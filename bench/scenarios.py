@@ -32,7 +32,8 @@ PATIENT: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Scenario:
-    """One row of the table. ``variant`` is the server it needs (signing algorithm, or the peer)."""
+    """One row of the table. ``variant`` is the server it needs (signing algorithm, or the peer),
+    optionally followed by `` audit=off`` (a server with ``FHIRBOX_AUDIT=off``)."""
 
     name: str
     variant: str
@@ -54,7 +55,12 @@ FHIRBOX_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("get-basic-root", "RS256"),
     Scenario("get-policy-client", "RS256"),
     Scenario("put-patient", "RS256"),
+    # The cost of the audit trail: the same loads on a server with FHIRBOX_AUDIT=off.
+    Scenario("token-opaque-audit-off", "RS256 audit=off", "token-opaque"),
+    Scenario("token-jwt-rs256-audit-off", "RS256 audit=off", "token-jwt-rs256"),
+    Scenario("put-patient-audit-off", "RS256 audit=off"),
 )
+AUDIT_OFF_SUFFIX = "-audit-off"
 
 PEER_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("token-opaque", "peer"),
@@ -161,6 +167,8 @@ def seed_fhirbox(base_url: str) -> tuple[dict[str, Load], dict[str, list[str]]]:
         {"Authorization": basic(ROOT_ID, ROOT_SECRET), "Content-Type": "application/json"},
         spread=PUT_SPREAD,
     )
+    for name in list(loads):
+        loads[name + AUDIT_OFF_SUFFIX] = loads[name]
     return loads, notes
 
 

@@ -63,8 +63,10 @@ async def _pg_execute(url: str, sql: str) -> None:
         await conn.close()
 
 
-def start_fhirbox(database_url: str, alg: str, cpu: int, workdir: Path) -> Server:
-    """One ``fhirbox serve`` process (one worker) on a free loopback port, signing with ``alg``."""
+def start_fhirbox(database_url: str, variant: str, cpu: int, workdir: Path) -> Server:
+    """One ``fhirbox serve`` process (one worker) on a free loopback port, signing with the algorithm
+    ``variant`` starts with; `` audit=off`` after it sets ``FHIRBOX_AUDIT=off``."""
+    alg, *options = variant.split()
     port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
     log = workdir / f"fhirbox-{port}.log"
@@ -74,6 +76,7 @@ def start_fhirbox(database_url: str, alg: str, cpu: int, workdir: Path) -> Serve
         "FHIRBOX_ROOT_CLIENT_SECRET": ROOT_SECRET,
         "FHIRBOX_SIGNING_ALG": alg,
         "FHIRBOX_LOG_LEVEL": "warning",
+        "FHIRBOX_AUDIT": "off" if "audit=off" in options else "all",
     }
     command = [
         sys.executable, "-m", "fhirbox.cli", "serve",
