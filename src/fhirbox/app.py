@@ -25,10 +25,14 @@ from fhirbox.http.request import Receive, Scope, Send
 from fhirbox.http.routing import Route, Router
 from fhirbox.models import audit_event, client, session
 from fhirbox.oauth.bearer import BearerAuth
+from fhirbox.oauth.client_assertion import ClientAssertions
+from fhirbox.oauth.client_auth import ClientAuthentication
 from fhirbox.oauth.discovery import Discovery
 from fhirbox.oauth.grants import Grant, Issuance
 from fhirbox.oauth.grants.client_credentials import ClientCredentialsGrant
 from fhirbox.oauth.grants.refresh_token import RefreshTokenGrant
+from fhirbox.oauth.introspection import Introspection
+from fhirbox.oauth.jwks_fetch import JwksFetcher
 from fhirbox.oauth.keys import KEY_TYPE, KeyRing
 from fhirbox.oauth.revocation import Revocation
 from fhirbox.oauth.sessions import SessionCache, SessionPurge
@@ -76,12 +80,12 @@ def create_app(
     keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, audit)
     jwts = JwtTokens(keys, base_url)
     sessions = SessionCache(store)
-    authenticator = Authenticator(
-        [
-            BasicAuth(clients, settings.root_client_id),
-            BearerAuth(clients, sessions, jwts, settings.root_client_id, clock),
-        ]
-    )
+    bearer = BearerAuth(clients, sessions, jwts, settings.root_client_id, clock)
+    authenticator = Authenticator([BasicAuth(clients, settings.root_client_id), bearer])
+    # OAuth endpoints authenticate clients by secret or by a JWT signed with the client's key
+    # (RFC 7523): its keys inline or fetched from its jwks_uri, its jti remembered in the store.
+    assertions = ClientAssertions(clients, JwksFetcher(clock), store, clock)
+    client_auth = ClientAuthentication(clients, assertions)
 
     # What they may do: the root client everything, any other client what an AccessPolicy allows.
     policies = PolicyCache(store)
@@ -93,8 +97,11 @@ def create_app(
         "client_credentials": ClientCredentialsGrant(issuance, clients),
         "refresh_token": RefreshTokenGrant(issuance, reuse_grace=settings.refresh_reuse_grace),
     }
-    token = TokenEndpoint(clients, grants)
-    revocation = Revocation(store, clients, retention, clock, audit)
+    token = TokenEndpoint(client_auth, grants)
+    revocation = Revocation(store, client_auth, retention, clock, audit)
+    introspection = Introspection(
+        client_auth, clients, sessions, bearer, authorizer, settings.root_client_id, clock
+    )
     discovery = Discovery(keys, grant_types=list(grants))
     purge = SessionPurge(store, retention, clock)
 
@@ -136,6 +143,7 @@ def create_app(
     router.add("GET", "/ready", Route(health.ready, "public"))
     router.add("POST", "/auth/token", Route(token.handle, "public"))
     router.add("POST", "/auth/revoke", Route(revocation.revoke, "public"))
+    router.add("POST", "/auth/introspect", Route(introspection.handle, "public"))
     router.add("DELETE", "/Session", Route(revocation.delete_session, "authenticated"))
     router.add("POST", "/auth/test-policy", Route(PolicyTester(store).handle, "root"))
     router.add("GET", "/.well-known/jwks.json", Route(discovery.jwks, "public"))

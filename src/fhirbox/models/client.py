@@ -1,7 +1,9 @@
 """A ``Client``: a machine client of the API and of the OAuth server.
 
 Its shape (Aidbox's): ``secret`` (kept as a scrypt hash, never shown), ``grant_types``, ``active``,
-``scope`` and ``auth.client_credentials`` (token format, lifetimes, refresh tokens, audiences).
+``scope``, ``auth.client_credentials`` (token format, lifetimes, refresh tokens, audiences, client
+assertion types) and the public keys of its client assertions (RFC 7523): ``jwks`` (an inline JWK Set)
+or ``jwks_uri`` (where the set is served).
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from fhirbox.http.errors import HttpError
+from fhirbox.models.jwk_set import InvalidJwkSet, check_jwk_set
 from fhirbox.regex import UnsupportedRegex, compile_fullmatch
 from fhirbox.storage.base import Stored
 
@@ -31,6 +35,10 @@ KNOWN_GRANT_TYPES = frozenset(
         "urn:ietf:params:oauth:grant-type:token-exchange",
     }
 )
+# RFC 7523 §2.2: the client assertion type of a JWT signed with the client's key (private_key_jwt).
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+KNOWN_ASSERTION_TYPES = frozenset({JWT_BEARER})
+MAX_JWKS_URI_LENGTH = 2048
 _EXPIRATIONS = ("access_token_expiration", "token_expiration", "refresh_token_expiration")
 
 
@@ -58,6 +66,7 @@ class ClientCredentialsSettings:
     refresh_token_expiration: int | None
     audience: tuple[str, ...] | None
     scope: tuple[str, ...] | None
+    client_assertion_types: tuple[str, ...] = ()
 
     def allows_audience(self, value: str) -> bool:
         """True when no allow-list is set, or ``value`` equals an entry or fully matches a ``#regex``."""
@@ -82,6 +91,7 @@ def client_credentials_of(body: dict[str, Any], default_expiration: int) -> Clie
     lifetime = config.get("access_token_expiration") or config.get("token_expiration")
     audience = config.get("audience")
     scope = body.get("scope")
+    assertion_types = config.get("client_assertion_types")
     return ClientCredentialsSettings(
         jwt=config.get("token_format") == "jwt",
         access_token_expiration=lifetime if isinstance(lifetime, int) else default_expiration,
@@ -89,6 +99,7 @@ def client_credentials_of(body: dict[str, Any], default_expiration: int) -> Clie
         refresh_token_expiration=config.get("refresh_token_expiration"),
         audience=tuple(audience) if isinstance(audience, list) else None,
         scope=tuple(scope) if isinstance(scope, list) else None,
+        client_assertion_types=tuple(assertion_types) if isinstance(assertion_types, list) else (),
     )
 
 
@@ -121,6 +132,23 @@ class Client:
     def secret_hash(self) -> str | None:
         hashed = self.body.get("secret")
         return hashed if isinstance(hashed, str) else None
+
+    @property
+    def jwks(self) -> list[dict[str, Any]] | None:
+        """The keys of the inline ``jwks``, or None."""
+        jwks = self.body.get("jwks")
+        keys = jwks.get("keys") if isinstance(jwks, dict) else None
+        return keys if isinstance(keys, list) else None
+
+    @property
+    def jwks_uri(self) -> str | None:
+        uri = self.body.get("jwks_uri")
+        return uri if isinstance(uri, str) else None
+
+    @property
+    def accepts_jwt_assertion(self) -> bool:
+        """Whether ``auth.client_credentials.client_assertion_types`` enables private_key_jwt."""
+        return JWT_BEARER in client_credentials_of(self.body, 0).client_assertion_types
 
     def allows_grant(self, grant_type: str) -> bool:
         """Whether ``grant_type`` (``basic`` for API calls with Basic credentials) is in ``grant_types``."""
@@ -156,6 +184,42 @@ class Client:
         secret = body.get("secret")
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise HttpError(422, "secret must be a non-empty string")
+        _validate_keys(body)
+
+
+def _validate_keys(body: dict[str, Any]) -> None:
+    """``jwks`` and ``jwks_uri``: public keys only, each usable; a URL fhirbox can fetch."""
+    if "jwks" in body:
+        try:
+            check_jwk_set(body["jwks"])
+        except InvalidJwkSet as problem:
+            raise _invalid("jwks", str(problem)) from None
+    if "jwks_uri" in body:
+        uri = body["jwks_uri"]
+        if not isinstance(uri, str) or not _is_http_url(uri):
+            raise _invalid(
+                "jwks_uri",
+                f"must be an absolute https:// (or http://) URL without a fragment, of at most "
+                f"{MAX_JWKS_URI_LENGTH} characters",
+            )
+    if JWT_BEARER in client_credentials_of(body, 0).client_assertion_types and not (
+        "jwks" in body or "jwks_uri" in body
+    ):
+        raise _invalid(
+            "auth.client_credentials.client_assertion_types",
+            "enables private_key_jwt, but the Client has no jwks or jwks_uri to verify assertions with",
+        )
+
+
+def _is_http_url(uri: str) -> bool:
+    if len(uri) > MAX_JWKS_URI_LENGTH or not uri.isascii() or any(c.isspace() for c in uri):
+        return False
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.fragment
 
 
 def _invalid(field: str, problem: str) -> HttpError:
@@ -183,6 +247,15 @@ def _validate_auth(auth: Any) -> None:
     refresh = config.get("refresh_token")
     if refresh is not None and not isinstance(refresh, bool):
         raise _invalid(f"{field}.refresh_token", "must be true or false")
+    assertion_types = config.get("client_assertion_types")
+    if assertion_types is not None:
+        if not isinstance(assertion_types, list) or not all(isinstance(t, str) for t in assertion_types):
+            raise _invalid(f"{field}.client_assertion_types", "must be a list of strings")
+        for kind in assertion_types:
+            if kind not in KNOWN_ASSERTION_TYPES:
+                raise _invalid(
+                    f"{field}.client_assertion_types", f"has unknown type {kind!r}; known: {JWT_BEARER}"
+                )
     _validate_audience(config.get("audience"), f"{field}.audience")
 
 

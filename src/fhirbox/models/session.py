@@ -63,6 +63,7 @@ class Session:
         scope: list[str] | None,
         tokens: TokenHashes,
         retention: int,
+        auth_method: str | None = None,
     ) -> Session:
         body: dict[str, Any] = {
             "resourceType": SESSION,
@@ -74,6 +75,9 @@ class Session:
             "start": iso(now),
             "active": True,
         }
+        if auth_method is not None:
+            # How the client authenticated: client_secret_basic, client_secret_post or private_key_jwt.
+            body["auth_method"] = auth_method
         if audience is not None:
             body["audience"] = audience
         if scope:

@@ -7,14 +7,17 @@ closed Session stops its tokens at once, JWTs included. Sessions come from the i
 
 from __future__ import annotations
 
+from typing import Any
+
 from fhirbox.auth.authenticate import REALM, unauthorized
 from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
 from fhirbox.clock import Clock
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
+from fhirbox.models.client import Client
 from fhirbox.oauth.errors import safe_description
-from fhirbox.oauth.sessions import SessionCache
+from fhirbox.oauth.sessions import CachedSession, SessionCache
 from fhirbox.oauth.token_formats import InvalidToken, JwtTokens, is_jwt, session_id_of, token_hash
 
 
@@ -46,40 +49,45 @@ class BearerAuth:
         self.clock = clock
 
     async def verify(self, credentials: str, request: Request) -> Principal:
-        token = credentials
-        session_id = session_id_of(token) if token else None
-        entry = await self.sessions.get(session_id) if session_id else None
-        if entry is None:
-            raise invalid_token("Unknown access token")
-        session = entry.session
-        hashed = token_hash(token)
-        if not session.holds_access(hashed):
-            raise invalid_token("Unknown access token")
-        if not session.active:
-            raise invalid_token("The session of this token was closed")
-        if session.access_expired(self.clock()):
-            raise invalid_token("Access token expired")
-        claims = None
-        if is_jwt(token):
-            if entry.verified_hash != hashed:
-                try:
-                    entry.claims = await self.jwts.verify_access_token(token, request.base_url)
-                except InvalidToken as exc:
-                    raise invalid_token(str(exc)) from None
-                entry.verified_hash = hashed
-            claims = entry.claims
-            if claims is None or claims.get("iss") != request.base_url:
-                # Verified before through another base URL (a trusted proxy's other host).
-                raise invalid_token("Invalid JWT: Invalid issuer")
-        client_id = session.client_id
-        client = await self.clients.get(client_id) if client_id is not None else None
-        if client is None:
-            raise invalid_token("The client of this token is inactive or deleted")
+        try:
+            entry, client, claims = await self.resolve(credentials, request.base_url)
+        except InvalidToken as exc:
+            raise invalid_token(str(exc)) from None
         return Principal(
             client_id=client.id,
             client=client.body,
             is_root=client.id == self.root_client_id,
             session=entry.public(),
             jwt=claims,
-            scope=tuple(session.scope or ()),
+            scope=tuple(entry.session.scope or ()),
         )
+
+    async def resolve(self, token: str, base_url: str) -> tuple[CachedSession, Client, dict[str, Any] | None]:
+        """The Session of a current access ``token`` reached through ``base_url``, its live Client and,
+        for a JWT, its verified claims; ``InvalidToken`` saying why not. Also what introspection asks."""
+        session_id = session_id_of(token) if token else None
+        entry = await self.sessions.get(session_id) if session_id else None
+        if entry is None:
+            raise InvalidToken("Unknown access token")
+        session = entry.session
+        hashed = token_hash(token)
+        if not session.holds_access(hashed):
+            raise InvalidToken("Unknown access token")
+        if not session.active:
+            raise InvalidToken("The session of this token was closed")
+        if session.access_expired(self.clock()):
+            raise InvalidToken("Access token expired")
+        claims = None
+        if is_jwt(token):
+            if entry.verified_hash != hashed:
+                entry.claims = await self.jwts.verify_access_token(token, base_url)
+                entry.verified_hash = hashed
+            claims = entry.claims
+            if claims is None or claims.get("iss") != base_url:
+                # Verified before through another base URL (a trusted proxy's other host).
+                raise InvalidToken("Invalid JWT: Invalid issuer")
+        client_id = session.client_id
+        client = await self.clients.get(client_id) if client_id is not None else None
+        if client is None:
+            raise InvalidToken("The client of this token is inactive or deleted")
+        return entry, client, claims

@@ -1,16 +1,18 @@
 """From HTTP to an OAuth request: the body's parameters and the client's credentials.
 
-The token and revocation endpoints accept a form body (RFC 6749) or the guide's JSON body, and
-authenticate the client by exactly one method of RFC 6749 §2.3.1: an ``Authorization: Basic`` header
-(id and secret as sent or form-urlencoded, see ``decode_basic``) or ``client_id``/``client_secret`` in
-the body.
+The token, revocation and introspection endpoints accept a form body (RFC 6749) or the guide's JSON
+body, and authenticate the client by exactly one method: an ``Authorization: Basic`` header (id and
+secret as sent or form-urlencoded, see ``decode_basic``; ``client_secret_basic``),
+``client_id``/``client_secret`` in the body (``client_secret_post``), or a JWT assertion signed with the
+client's key (RFC 7523 §2.2, ``private_key_jwt``; see ``client_assertion``). Every method counts its
+failures in the same ``FailureCounter``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from fhirbox.auth.basic import decode_basic
@@ -19,13 +21,17 @@ from fhirbox.auth.throttle import HashBusy, Throttled
 from fhirbox.http.errors import HttpError
 from fhirbox.http.formats import FORM_TYPE, JSON_TYPES, media_type
 from fhirbox.http.request import Request
-from fhirbox.models.client import Client
+from fhirbox.models.client import JWT_BEARER, Client
+from fhirbox.oauth.client_assertion import ClientAssertions, unverified_issuer
 from fhirbox.oauth.errors import (
     InvalidClient,
+    InvalidClientAssertion,
     InvalidRequest,
     TemporarilyUnavailable,
     TooManyAttempts,
 )
+
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +45,16 @@ class OAuthRequest:
     tried_basic: bool
     client_addr: str
     issuer: str
+    # A client assertion (private_key_jwt) instead of a secret, and the client_id sent with it.
+    assertion: str | None = None
+    assertion_client_id: str | None = None
 
     @property
-    def client_id(self) -> str:
-        return self.credentials[0][0]
+    def auth_method(self) -> AuthMethod:
+        """How the client authenticates (RFC 7591's names), as its Session records it."""
+        if self.assertion is not None:
+            return "private_key_jwt"
+        return "client_secret_basic" if self.tried_basic else "client_secret_post"
 
     def get(self, name: str) -> str | None:
         value = self.params.get(name)
@@ -135,6 +147,22 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
     header = request.headers.get("authorization")
     body_id = params.pop("client_id", None)
     body_secret = params.pop("client_secret", None)
+    assertion_type = params.pop("client_assertion_type", None)
+    assertion = params.pop("client_assertion", None)
+    if assertion_type is not None or assertion is not None:
+        if header:
+            raise InvalidRequest("Authenticate the client by one method only: a client assertion or Basic")
+        if body_secret is not None:
+            raise InvalidRequest(
+                "Authenticate the client by one method only: a client assertion or client_secret"
+            )
+        if not assertion_type or not assertion:
+            raise InvalidRequest("client_assertion and client_assertion_type go together")
+        if assertion_type != JWT_BEARER:
+            raise InvalidClientAssertion(f"Unsupported client_assertion_type; supported: {JWT_BEARER}")
+        return OAuthRequest(
+            params, (), False, request.client_addr, request.base_url, assertion, body_id or None
+        )
     if header:
         if body_secret is not None:
             raise InvalidRequest("Authenticate the client by one method only: Basic or client_secret")
@@ -155,9 +183,41 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
     return OAuthRequest(params, ((body_id, body_secret),), False, request.client_addr, request.base_url)
 
 
+class ClientAuthentication:
+    """Authenticates the client of an OAuth request by the method it used (see ``read_oauth_request``)."""
+
+    def __init__(self, clients: ClientDirectory, assertions: ClientAssertions) -> None:
+        self.clients = clients
+        self.assertions = assertions
+
+    async def authenticate(self, oauth: OAuthRequest) -> Client:
+        """The client; ``invalid_client`` (401 for Basic and assertions) when authentication fails,
+        429 ``invalid_client`` when throttled, 503 when secret hashes are backed up."""
+        if oauth.assertion is None:
+            return await authenticate_client(self.clients, oauth)
+        # A failed assertion counts against its address and the client it names, as a wrong secret does.
+        issuer = unverified_issuer(oauth.assertion)
+        named = [issuer] if issuer is not None else []
+        failures = self.clients.failures
+        try:
+            failures.check(named, oauth.client_addr)
+        except Throttled as throttled:
+            raise TooManyAttempts(str(throttled), retry_after=throttled.retry_after) from None
+        try:
+            client = await self.assertions.verify(
+                oauth.assertion, client_id=oauth.assertion_client_id, issuer=oauth.issuer
+            )
+        except InvalidClientAssertion:
+            failures.failed(named, oauth.client_addr)
+            raise
+        failures.succeeded(client.id, oauth.client_addr)
+        return client
+
+
 async def authenticate_client(clients: ClientDirectory, oauth: OAuthRequest) -> Client:
-    """The client, or one indistinguishable ``invalid_client`` for unknown, wrong or inactive; 429
-    ``invalid_client`` when its address (or its id there) is throttled, 503 when hashes are backed up."""
+    """The client of a secret, or one indistinguishable ``invalid_client`` for unknown, wrong or
+    inactive; 429 ``invalid_client`` when its address (or its id there) is throttled, 503 when hashes
+    are backed up."""
     try:
         method = "client_secret_basic" if oauth.tried_basic else "client_secret_post"
         client = await clients.authenticate_any(oauth.credentials, oauth.client_addr, method)

@@ -61,6 +61,14 @@ class InvalidClient(OAuthError):
         return json_response(401, {"error": self.error, "error_description": self.description}, headers)
 
 
+class InvalidClientAssertion(InvalidClient):
+    """RFC 7523 §3.2: a client assertion that is invalid in any way is ``invalid_client``. Answered
+    401 with a challenge like a failed Basic authentication (the client did try to authenticate)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description, tried_basic=True)
+
+
 class RetryLater(OAuthError):
     """An error the client should retry after ``retry_after`` seconds (``Retry-After``)."""
 

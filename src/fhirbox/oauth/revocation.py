@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fhirbox.audit import Audit
-from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
 from fhirbox.clock import Clock
 from fhirbox.http.errors import HttpError
@@ -12,7 +11,7 @@ from fhirbox.http.responses import Response, empty, render
 from fhirbox.models.audit_event import SERVER, Agent
 from fhirbox.models.client import Client
 from fhirbox.models.session import SESSION, Session
-from fhirbox.oauth.client_auth import authenticate_client, read_oauth_request
+from fhirbox.oauth.client_auth import ClientAuthentication, read_oauth_request
 from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError, UnauthorizedClient
 from fhirbox.oauth.sessions import close_client_sessions, close_session
 from fhirbox.oauth.token_formats import session_id_of, token_hash
@@ -21,11 +20,11 @@ from fhirbox.storage.base import Store, Stored
 
 class Revocation:
     def __init__(
-        self, store: Store, clients: ClientDirectory, retention: int, clock: Clock, audit: Audit
+        self, store: Store, client_auth: ClientAuthentication, retention: int, clock: Clock, audit: Audit
     ) -> None:
         self.store = store
         self.audit = audit
-        self.clients = clients
+        self.client_auth = client_auth
         self.retention = retention
         self.clock = clock
 
@@ -88,7 +87,7 @@ class Revocation:
         """RFC 7009: revoke an access or refresh token of the authenticated client; always 200."""
         try:
             oauth = await read_oauth_request(request)
-            client = await authenticate_client(self.clients, oauth)
+            client = await self.client_auth.authenticate(oauth)
             token = oauth.get("token")
             if token is None:
                 raise InvalidRequest("token is required")

@@ -149,7 +149,8 @@ async def close_client_sessions(
 
 
 class SessionPurge:
-    """Removes Sessions whose ``purge_after`` has passed, every ``interval`` seconds, in the background."""
+    """Removes Sessions whose ``purge_after`` has passed, and expired ``Store.remember_once`` records
+    (client assertion ids), every ``interval`` seconds, in the background."""
 
     def __init__(self, store: Store, retention: int, clock: Clock) -> None:
         self.store = store
@@ -177,6 +178,7 @@ class SessionPurge:
                 purged = await self.purge_once()
                 if purged:
                     log.info("purged %d expired Sessions", purged)
+                await self.store.forget_expired(self.clock())
             except Exception:
                 log.exception("purging expired Sessions failed")
             await asyncio.sleep(self.interval)

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, json_response
-from fhirbox.oauth.client_auth import authenticate_client, read_oauth_request
+from fhirbox.oauth.client_auth import ClientAuthentication, read_oauth_request
 from fhirbox.oauth.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
 from fhirbox.oauth.grants import Grant
 
 
 class TokenEndpoint:
-    def __init__(self, clients: ClientDirectory, grants: Mapping[str, Grant]) -> None:
-        self.clients = clients
+    def __init__(self, client_auth: ClientAuthentication, grants: Mapping[str, Grant]) -> None:
+        self.client_auth = client_auth
         self.grants = grants
 
     async def handle(self, request: Request, principal: Principal | None) -> Response:
         try:
             oauth = await read_oauth_request(request)
-            client = await authenticate_client(self.clients, oauth)
+            client = await self.client_auth.authenticate(oauth)
             grant_type = oauth.get("grant_type")
             if grant_type is None:
                 raise InvalidRequest("grant_type is required")

@@ -412,6 +412,17 @@ class Store(ABC):
         ``path`` holds fixed keys (letters, digits, ``_``, ``-``); ``migrations.PURGE_AFTER`` is indexed.
         """
 
+    # -- keys used once --------------------------------------------------------------------------
+    @abstractmethod
+    async def remember_once(self, namespace: str, key: str, expires_at: float, *, now: float) -> bool:
+        """Record ``key`` in ``namespace`` until ``expires_at``; True when it was not already recorded
+        (or its record had expired by ``now``), False when it was. Atomic and durable: of concurrent
+        calls with one key, from any process on the database, exactly one gets True."""
+
+    @abstractmethod
+    async def forget_expired(self, now: float) -> int:
+        """Remove the records of ``remember_once`` that expired before ``now``; the number removed."""
+
     # -- changes from every process ---------------------------------------------------------------
     def subscribe(self, listener: ChangeListener) -> None:
         """Call ``listener(type, id)`` after each write, in this process at once and from other

@@ -73,6 +73,17 @@ SQLITE: Steps = (
             for name in INSTANT_FIELDS
         ),
     ),
+    (
+        4,
+        # Keys that may be used once until they expire (Store.remember_once), e.g. the jti of a client
+        # assertion: shared by every process on the database, and kept across restarts.
+        (
+            """CREATE TABLE seen_once (
+                namespace TEXT NOT NULL, key TEXT NOT NULL, expires_at REAL NOT NULL,
+                PRIMARY KEY (namespace, key)) WITHOUT ROWID""",
+            "CREATE INDEX seen_once_expires_at ON seen_once (expires_at)",
+        ),
+    ),
 )
 
 POSTGRES: Steps = (
@@ -104,6 +115,15 @@ POSTGRES: Steps = (
             f"CREATE INDEX resource_{name} ON resource (type, {postgres_instant_at(name)}) "
             f"WHERE {postgres_instant_at(name)} IS NOT NULL"
             for name in INSTANT_FIELDS
+        ),
+    ),
+    (
+        4,
+        (
+            """CREATE TABLE seen_once (
+                namespace TEXT NOT NULL, key TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (namespace, key))""",
+            "CREATE INDEX seen_once_expires_at ON seen_once (expires_at)",
         ),
     ),
 )

@@ -488,6 +488,27 @@ class PostgresStore(Store):
             )
         return int(count)
 
+    async def remember_once(self, namespace: str, key: str, expires_at: float, *, now: float) -> bool:
+        if _has_nul(namespace, key):
+            raise UnstorableValue("PostgreSQL cannot store the character U+0000 in a key")
+        async with self._connection() as conn:
+            inserted = await conn.fetchval(
+                # Insert, or take over a record that has expired; no row when a live record holds it.
+                "INSERT INTO seen_once (namespace, key, expires_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET expires_at = excluded.expires_at "
+                "WHERE seen_once.expires_at <= $4 RETURNING true",
+                namespace,
+                key,
+                float(expires_at),
+                float(now),
+            )
+        return inserted is True
+
+    async def forget_expired(self, now: float) -> int:
+        async with self._connection() as conn:
+            status = await conn.execute("DELETE FROM seen_once WHERE expires_at < $1", float(now))
+        return int(status.rsplit(" ", 1)[-1])
+
     # -- changes ---------------------------------------------------------------------------------
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
         type_, _, id_ = payload.partition("/")

@@ -55,6 +55,12 @@ _UPSERT = (
     "updated = excluded.updated, body = excluded.body"
 )
 _INSERT_HISTORY = "INSERT INTO history (type, id, version, op, updated, body) VALUES (?, ?, ?, ?, ?, ?)"
+# Insert, or take over a record that has expired; rowcount 0 when a live record holds the key.
+_REMEMBER_ONCE = (
+    "INSERT INTO seen_once (namespace, key, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE seen_once.expires_at <= ?"
+)
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
@@ -311,6 +317,25 @@ class SQLiteStore(Store):
         self._queue.put(_Work(work, future))
         purged: int = await future
         return purged
+
+    async def remember_once(self, namespace: str, key: str, expires_at: float, *, now: float) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(_REMEMBER_ONCE, (namespace, key, float(expires_at), float(now)))
+            return cursor.rowcount == 1
+
+        future = self._future()
+        self._queue.put(_Work(work, future))
+        remembered: bool = await future
+        return remembered
+
+    async def forget_expired(self, now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM seen_once WHERE expires_at < ?", (float(now),)).rowcount
+
+        future = self._future()
+        self._queue.put(_Work(work, future))
+        forgotten: int = await future
+        return forgotten
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         """The writer thread: take every waiting write, apply, commit once, then answer them all."""

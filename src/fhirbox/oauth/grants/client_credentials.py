@@ -84,6 +84,7 @@ class ClientCredentialsGrant(IssuingGrant):
             scope=scope,
             tokens=tokens.hashes(),
             retention=self.retention,
+            auth_method=request.auth_method,
         )
 
         def create(current: Stored | None) -> dict[str, Any]:
