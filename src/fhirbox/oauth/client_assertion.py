@@ -61,9 +61,12 @@ class ClientAssertions:
         self.store = store
         self.clock = clock
 
-    async def verify(self, assertion: str, *, client_id: str | None, issuer: str) -> Client:
-        """The Client ``assertion`` authenticates, at the token endpoint of ``issuer`` (the base URL as
-        this request sees it). ``client_id`` is the body's, if sent: it must be the assertion's ``iss``."""
+    async def verify(
+        self, assertion: str, *, client_id: str | None, issuer: str, endpoint: str | None = None
+    ) -> Client:
+        """The Client ``assertion`` authenticates, sent to ``endpoint`` (a URL) of the server whose
+        base URL, as this request sees it, is ``issuer``. ``client_id`` is the body's, if sent: it
+        must be the assertion's ``iss``."""
         if len(assertion) > MAX_ASSERTION_BYTES:
             raise _refuse(f"larger than {MAX_ASSERTION_BYTES} bytes")
         try:
@@ -107,7 +110,7 @@ class ClientAssertions:
             raise _refuse(f"cannot be verified ({exc})") from None
 
         # aud: the token endpoint's URL or the issuer.
-        self._check_audience(claims.get("aud"), issuer)
+        self._check_audience(claims.get("aud"), issuer, endpoint)
         exp = self._check_times(claims)
 
         # jti: present, and not seen for this client before its exp (durably, in every process).
@@ -143,9 +146,10 @@ class ClientAssertions:
         return public_key(candidates[0], alg)
 
     @staticmethod
-    def _check_audience(aud: Any, issuer: str) -> None:
+    def _check_audience(aud: Any, issuer: str, endpoint: str | None) -> None:
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        accepted = (issuer + TOKEN_PATH, issuer)
+        # The token endpoint (RFC 7523 §3), the issuer, or the endpoint called (introspection, revocation).
+        accepted = (issuer + TOKEN_PATH, issuer, endpoint or issuer)
         if not any(isinstance(value, str) and value in accepted for value in audiences):
             raise _refuse(f"aud must contain the token endpoint URL {issuer + TOKEN_PATH}")
 

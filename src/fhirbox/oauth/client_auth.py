@@ -48,6 +48,8 @@ class OAuthRequest:
     # A client assertion (private_key_jwt) instead of a secret, and the client_id sent with it.
     assertion: str | None = None
     assertion_client_id: str | None = None
+    # The path of the endpoint called (an assertion's aud may name its URL).
+    path: str = "/auth/token"
 
     @property
     def auth_method(self) -> AuthMethod:
@@ -161,7 +163,7 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
         if assertion_type != JWT_BEARER:
             raise InvalidClientAssertion(f"Unsupported client_assertion_type; supported: {JWT_BEARER}")
         return OAuthRequest(
-            params, (), False, request.client_addr, request.base_url, assertion, body_id or None
+            params, (), False, request.client_addr, request.base_url, assertion, body_id or None, request.path
         )
     if header:
         if body_secret is not None:
@@ -205,7 +207,10 @@ class ClientAuthentication:
             raise TooManyAttempts(str(throttled), retry_after=throttled.retry_after) from None
         try:
             client = await self.assertions.verify(
-                oauth.assertion, client_id=oauth.assertion_client_id, issuer=oauth.issuer
+                oauth.assertion,
+                client_id=oauth.assertion_client_id,
+                issuer=oauth.issuer,
+                endpoint=oauth.issuer + oauth.path,
             )
         except InvalidClientAssertion:
             failures.failed(named, oauth.client_addr)
