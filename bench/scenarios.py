@@ -51,6 +51,7 @@ FHIRBOX_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("token-json-jwt-es256", "ES256", "token-jwt-es256"),
     Scenario("token-json-refresh", "RS256", "token-jwt-rs256"),
     Scenario("get-bearer-opaque", "RS256"),
+    Scenario("introspect-opaque", "RS256"),
     Scenario("get-bearer-jwt", "RS256"),
     Scenario("get-basic-root", "RS256"),
     Scenario("get-policy-client", "RS256"),
@@ -157,6 +158,13 @@ def seed_fhirbox(base_url: str) -> tuple[dict[str, Load], dict[str, list[str]]]:
         )
     read = f"/Patient/{PATIENT_ID}"
     loads["get-bearer-opaque"] = Load("GET", read, headers={"Authorization": f"Bearer {opaque}"})
+    # RFC 7662: the client introspects its own opaque token (Basic, the secret already verified once).
+    loads["introspect-opaque"] = Load(
+        "POST",
+        "/auth/introspect",
+        f"token={quote(opaque, safe='')}",
+        {"Authorization": basic("bench-opaque", SECRET), "Content-Type": FORM},
+    )
     loads["get-bearer-jwt"] = Load("GET", read, headers={"Authorization": f"Bearer {jwt}"})
     loads["get-basic-root"] = Load("GET", read, headers={"Authorization": basic(ROOT_ID, ROOT_SECRET)})
     loads["get-policy-client"] = Load("GET", read, headers={"Authorization": basic("bench-reader", SECRET)})
