@@ -458,3 +458,42 @@ async def test_search_accepts_any_number_text_without_failing(store: Store) -> N
     assert await matching("1_000") == ["text"]
     for odd in ("nan", "inf", "1e999", "-", "05", " 5"):
         assert await matching(odd) == [], odd
+
+
+# -- keys used once ------------------------------------------------------------------------------------
+async def test_remember_once_is_true_only_the_first_time_until_expiry(store: Store) -> None:
+    assert await store.remember_once("ns", "k", 100.0, now=10.0) is True
+    assert await store.remember_once("ns", "k", 200.0, now=50.0) is False
+    assert await store.remember_once("other", "k", 100.0, now=50.0) is True
+    # Once its record expired, the key may be used again, and is held again.
+    assert await store.remember_once("ns", "k", 300.0, now=100.0) is True
+    assert await store.remember_once("ns", "k", 300.0, now=150.0) is False
+
+
+async def test_concurrent_remember_once_of_one_key_succeeds_once(store: Store, database_url: str) -> None:
+    other = open_store(database_url)
+    await other.open()
+    try:
+        results = await asyncio.gather(
+            *(s.remember_once("ns", "race", 100.0, now=1.0) for s in [store, other] * 10)
+        )
+    finally:
+        await other.close()
+    assert results.count(True) == 1
+
+
+async def test_remembered_keys_survive_reopening_and_are_forgotten_after_expiry(database_url: str) -> None:
+    first = open_store(database_url)
+    await first.open()
+    await first.remember_once("ns", "kept", 100.0, now=1.0)
+    await first.remember_once("ns", "short", 10.0, now=1.0)
+    await first.close()
+    reopened = open_store(database_url)
+    await reopened.open()
+    try:
+        assert await reopened.remember_once("ns", "kept", 100.0, now=2.0) is False
+        assert await reopened.forget_expired(50.0) == 1
+        assert await reopened.remember_once("ns", "kept", 100.0, now=60.0) is False
+        assert await reopened.forget_expired(101.0) == 1
+    finally:
+        await reopened.close()
