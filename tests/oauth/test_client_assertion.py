@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -250,8 +252,29 @@ REFUSALS: dict[str, tuple[Any, str]] = {
     "no jti": (lambda: assertion(ES384, "backend", drop=("jti",)), "jti is missing"),
     "jti too long": (lambda: assertion(ES384, "backend", jti="j" * 300), "jti is missing"),
     "malformed": (lambda: "not.a.jwt", "not a well-formed signed JWT"),
+    "payload not an object": (
+        lambda: jwt.api_jws.encode(b"[1, 2]", ES384.private, algorithm="ES384", headers={"kid": "ES384-a"}),
+        "not a well-formed signed JWT",
+    ),
+    "kid not a string": (lambda: _raw({"alg": "ES384", "kid": 7}, _claims()), "not a well-formed signed JWT"),
+    "iss not a string": (
+        lambda: _raw({"alg": "ES384", "kid": "ES384-a"}, _claims(iss=["backend"], sub=["backend"])),
+        "iss is missing",
+    ),
+    "iss not a possible id": (
+        lambda: assertion(ES384, "a/b\u0000c"),
+        "iss is not the id of an active client",
+    ),
     "oversized": (lambda: "a" * 20_000 + ".b.c", "larger than 16384 bytes"),
 }
+
+
+def _raw(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A JWT signed by the registered key with whatever header and claims (PyJWT refuses odd ones)."""
+    part = [base64.urlsafe_b64encode(json.dumps(x).encode()).rstrip(b"=") for x in (header, claims)]
+    signing_input = b".".join(part)
+    signature = jwt.get_algorithm_by_name("ES384").sign(signing_input, ES384.private)
+    return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
 
 
 def _tamper(signed: str) -> str:

@@ -111,7 +111,7 @@ class JwksFetcher:
                 body, cache_control = await self._get(uri)
         except TimeoutError:
             raise JwksUnavailable(f"jwks_uri did not answer within {TIMEOUT:g} s") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, ValueError, OSError) as exc:
             raise JwksUnavailable(f"jwks_uri is unreachable ({type(exc).__name__})") from None
         try:
             document = orjson.loads(body)
