@@ -401,3 +401,14 @@ async def test_failed_assertions_are_throttled_like_failed_secrets(settings: Set
         assert throttled.status_code == 429
         assert throttled.json()["error"] == "invalid_client"
         assert "retry-after" in throttled.headers
+
+
+async def test_failed_assertion_is_recorded_in_the_audit_trail(client: httpx.AsyncClient) -> None:
+    await put_client(client, "backend", assertion_client(ES384))
+    refused(await token_by_assertion(client, assertion(OTHER, "backend")), "signature")
+    response = await client.get("/AuditEvent", params={"type.code": "client-auth-failed"}, auth=ROOT)
+    events = [entry["resource"] for entry in response.json()["entry"]]
+    assert len(events) == 1
+    assert events[0]["agent"][0]["who"]["reference"] == "Client/backend"
+    assert "signature does not verify" in events[0]["outcomeDesc"]
+    assert events[0]["outcomeDesc"].endswith("(private_key_jwt)")

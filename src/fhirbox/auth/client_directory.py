@@ -99,6 +99,12 @@ class ClientDirectory:
         await self._failed(client_ids, address, client_ids[0], method, reason)
         return None
 
+    async def failed_elsewhere(self, client_id: str | None, address: str, method: str, reason: str) -> None:
+        """Count and record a failed authentication checked outside this directory (a client
+        assertion), exactly as a wrong secret is: ``client_id`` is the id it claimed, if any."""
+        named = [client_id] if client_id is not None else []
+        await self._failed(named, address, client_id or "", method, reason)
+
     async def _failed(
         self, client_ids: list[str], address: str, presented: str, method: str, reason: str
     ) -> None:

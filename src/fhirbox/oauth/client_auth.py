@@ -212,8 +212,10 @@ class ClientAuthentication:
                 issuer=oauth.issuer,
                 endpoint=oauth.issuer + oauth.path,
             )
-        except InvalidClientAssertion:
-            failures.failed(named, oauth.client_addr)
+        except InvalidClientAssertion as refused:
+            await self.clients.failed_elsewhere(
+                issuer, oauth.client_addr, "private_key_jwt", refused.description
+            )
             raise
         failures.succeeded(client.id, oauth.client_addr)
         return client
