@@ -412,3 +412,16 @@ async def test_failed_assertion_is_recorded_in_the_audit_trail(client: httpx.Asy
     assert events[0]["agent"][0]["who"]["reference"] == "Client/backend"
     assert "signature does not verify" in events[0]["outcomeDesc"]
     assert events[0]["outcomeDesc"].endswith("(private_key_jwt)")
+
+
+async def test_replayed_assertion_is_recorded_as_a_replay(client: httpx.AsyncClient) -> None:
+    await put_client(client, "backend", assertion_client(ES384))
+    signed = assertion(ES384, "backend")
+    assert (await token_by_assertion(client, signed)).status_code == 200
+    refused(await token_by_assertion(client, signed), "jti was already used")
+    response = await client.get("/AuditEvent", params={"type.code": "client-assertion-replayed"}, auth=ROOT)
+    events = [entry["resource"] for entry in response.json()["entry"]]
+    assert len(events) == 1
+    assert events[0]["outcome"] == "8"
+    assert events[0]["agent"][0]["who"]["reference"] == "Client/backend"
+    assert signed not in str(events[0])

@@ -12,6 +12,7 @@ from fhirbox.auth.secrets import SecretVerifier, hash_secret
 from fhirbox.auth.throttle import FailureCounter
 from fhirbox.models import ID_PATTERN
 from fhirbox.models.audit_event import (
+    CLIENT_ASSERTION_REPLAYED,
     CLIENT_AUTH_FAILED,
     CLIENT_AUTH_THROTTLED,
     MINOR_FAILURE,
@@ -99,24 +100,35 @@ class ClientDirectory:
         await self._failed(client_ids, address, client_ids[0], method, reason)
         return None
 
-    async def failed_elsewhere(self, client_id: str | None, address: str, method: str, reason: str) -> None:
+    async def failed_elsewhere(
+        self, client_id: str | None, address: str, method: str, reason: str, *, replayed: bool = False
+    ) -> None:
         """Count and record a failed authentication checked outside this directory (a client
-        assertion), exactly as a wrong secret is: ``client_id`` is the id it claimed, if any."""
+        assertion), exactly as a wrong secret is: ``client_id`` is the id it claimed, if any. A
+        replayed assertion (``replayed``) is recorded as ``client-assertion-replayed``, a serious
+        failure: its signature verified, so someone holds a copy of a valid assertion."""
         named = [client_id] if client_id is not None else []
-        await self._failed(named, address, client_id or "", method, reason)
+        await self._failed(named, address, client_id or "", method, reason, replayed=replayed)
 
     async def _failed(
-        self, client_ids: list[str], address: str, presented: str, method: str, reason: str
+        self,
+        client_ids: list[str],
+        address: str,
+        presented: str,
+        method: str,
+        reason: str,
+        *,
+        replayed: bool = False,
     ) -> None:
         """Count the failure, and record it (and any lock it set off) in the audit trail."""
         locked = self.failures.failed(client_ids, address)
         audit = self.audit
         entities = (Entity(f"{CLIENT}/{client_ids[0]}", (("method", method),)),) if client_ids else ()
         failed = audit.event(
-            CLIENT_AUTH_FAILED,
+            CLIENT_ASSERTION_REPLAYED if replayed else CLIENT_AUTH_FAILED,
             action="E",
             agent=Agent(presented, address),
-            outcome=MINOR_FAILURE,
+            outcome=SERIOUS_FAILURE if replayed else MINOR_FAILURE,
             entities=entities,
             reason=f"{reason} ({method})",
         )

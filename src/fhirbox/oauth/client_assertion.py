@@ -48,8 +48,8 @@ def unverified_issuer(assertion: str) -> str | None:
     return iss if isinstance(iss, str) and ID_PATTERN.match(iss) else None
 
 
-def _refuse(check: str) -> InvalidClientAssertion:
-    return InvalidClientAssertion(f"Invalid client assertion: {check}")
+def _refuse(check: str, *, replayed: bool = False) -> InvalidClientAssertion:
+    return InvalidClientAssertion(f"Invalid client assertion: {check}", replayed=replayed)
 
 
 class ClientAssertions:
@@ -121,7 +121,7 @@ class ClientAssertions:
             raise _refuse("jti may not contain U+0000")
         fresh = await self.store.remember_once(REPLAY_NAMESPACE, f"{client.id}\n{jti}", exp, now=self.clock())
         if not fresh:
-            raise _refuse("jti was already used (a replayed assertion)")
+            raise _refuse("jti was already used (a replayed assertion)", replayed=True)
         return client
 
     async def _key(self, client: Client, header: dict[str, Any], alg: str) -> Any:

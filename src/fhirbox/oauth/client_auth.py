@@ -214,7 +214,7 @@ class ClientAuthentication:
             )
         except InvalidClientAssertion as refused:
             await self.clients.failed_elsewhere(
-                issuer, oauth.client_addr, "private_key_jwt", refused.description
+                issuer, oauth.client_addr, "private_key_jwt", refused.description, replayed=refused.replayed
             )
             raise
         failures.succeeded(client.id, oauth.client_addr)

@@ -65,8 +65,9 @@ class InvalidClientAssertion(InvalidClient):
     """RFC 7523 §3.2: a client assertion that is invalid in any way is ``invalid_client``. Answered
     401 with a challenge like a failed Basic authentication (the client did try to authenticate)."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, *, replayed: bool = False) -> None:
         super().__init__(description, tried_basic=True)
+        self.replayed = replayed  # a jti seen before: audited as a replay, not as a plain failure
 
 
 class RetryLater(OAuthError):
