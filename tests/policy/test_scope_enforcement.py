@@ -335,3 +335,27 @@ async def test_root_is_not_limited_by_scopes() -> None:
         raise AssertionError
 
     await ScopeAuthorizer().authorize(request, root, Route(never_called, interaction="delete"))
+
+
+async def test_with_several_restricted_scopes_a_search_uses_the_one_it_asks_for(
+    client: httpx.AsyncClient, root: httpx.AsyncClient
+) -> None:
+    await seed(root)
+    await smart_client(root, ["system/Observation.rs"])
+    token = await token_for(client, "system/Observation.rs?category=lab system/Observation.rs?category=vital")
+    asked = (await client.get("/Observation?category=vital", headers=bearer(token))).json()
+    assert [entry["resource"]["id"] for entry in asked["entry"]] == ["vital1"]
+    unasked = (await client.get("/Observation", headers=bearer(token))).json()
+    assert {entry["resource"]["id"] for entry in unasked["entry"]} == {"lab1", "lab2"}
+    assert (await client.get("/Observation/vital1", headers=bearer(token))).status_code == 200
+
+
+async def test_too_many_requested_scopes_are_invalid_scope(
+    client: httpx.AsyncClient, root: httpx.AsyncClient
+) -> None:
+    await smart_client(root, ["system/*.*"])
+    scope = " ".join(f"system/T{i}.r" for i in range(101))
+    response = await client.post(
+        "/auth/token", data={"grant_type": "client_credentials", "scope": scope}, auth=("smart", SECRET)
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
