@@ -9,11 +9,12 @@ from typing import Any
 from fhirbox.auth.principal import Principal
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, json_response
+from fhirbox.models.jwk_set import ASSERTION_ALGORITHMS
 from fhirbox.oauth.keys import KeyRing
 
 AUTH_METHODS = ["private_key_jwt", "client_secret_basic", "client_secret_post"]
 # What a private_key_jwt client assertion (RFC 7523) may be signed with: SMART's RS384 and ES384 first.
-CLIENT_ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256", "PS256", "PS384", "EdDSA"]
+CLIENT_ASSERTION_ALGORITHMS = list(ASSERTION_ALGORITHMS)
 # SMART system scopes a client may be granted (any type, v2 letters or v1 names; see smart_scopes.py).
 SCOPES_SUPPORTED = ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write", "system/*.*"]
 SMART_CAPABILITIES = [
