@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from fhirbox.audit import Audit, AuditPurge
 from fhirbox.auth.authenticate import Authenticator
@@ -42,6 +43,7 @@ from fhirbox.pipeline import Pipeline
 from fhirbox.policy.authorizer import PolicyAuthorizer
 from fhirbox.policy.cache import PolicyCache
 from fhirbox.policy.compile import ACCESS_POLICY, check_access_policy
+from fhirbox.policy.scope_enforcement import ScopeAuthorizer
 from fhirbox.policy.tester import PolicyTester
 from fhirbox.rest.resources import ResourceApi
 from fhirbox.rest.rules import ResourceRules
@@ -87,8 +89,10 @@ def create_app(
     assertions = ClientAssertions(clients, JwksFetcher(clock), store, clock)
     client_auth = ClientAuthentication(clients, assertions)
 
-    # What they may do: the root client everything, any other client what an AccessPolicy allows.
+    # What they may do: the root client everything; any other client what its token's SMART scopes
+    # cover (when it has any) and what an AccessPolicy allows, both.
     policies = PolicyCache(store)
+    scopes = ScopeAuthorizer()
     authorizer = PolicyAuthorizer(policies)
 
     # The OAuth authorization server.
@@ -147,14 +151,23 @@ def create_app(
     router.add("DELETE", "/Session", Route(revocation.delete_session, "authenticated"))
     router.add("POST", "/auth/test-policy", Route(PolicyTester(store).handle, "root"))
     router.add("GET", "/.well-known/jwks.json", Route(discovery.jwks, "public"))
-    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+    # RFC 8414 §3: an issuer with a path (http://h/fhir) has its metadata at
+    # /.well-known/oauth-authorization-server/fhir; clients that only know OpenID Connect look at
+    # openid-configuration (the same document, without ID-token fields).
+    issuer_path = urlsplit(base_url).path.rstrip("/")
+    for path in (
+        "/.well-known/oauth-authorization-server",
+        f"/.well-known/oauth-authorization-server{issuer_path}",
+        "/.well-known/openid-configuration",
+    ):
         router.add("GET", path, Route(discovery.authorization_server, "public"))
+    router.add("GET", "/.well-known/smart-configuration", Route(discovery.smart, "public"))
     ResourceApi(store, rules).add_routes(router)
 
     pipeline = Pipeline(
         router,
         authenticator,
-        authorizer,
+        [scopes, authorizer],
         forwarding,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,

@@ -1,5 +1,5 @@
 """The one request pipeline: route, authenticate, authorize, handle, and turn every failure into an
-OperationOutcome. It is given its router, authenticator and authorizer when the app is assembled;
+OperationOutcome. It is given its router, authenticator and authorizers when the app is assembled;
 each route declares the access it needs (``Route.access``) and no handler repeats these checks."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from typing import Protocol
 
 from fhirbox.auth.authenticate import Authenticator
@@ -45,7 +46,7 @@ class Pipeline:
         self,
         router: Router,
         authenticator: Authenticator,
-        authorizer: Authorizer,
+        authorizers: Sequence[Authorizer],
         forwarding: Forwarding,
         *,
         max_body_bytes: int,
@@ -54,7 +55,8 @@ class Pipeline:
     ) -> None:
         self.router = router
         self.authenticator = authenticator
-        self.authorizer = authorizer
+        # Policy routes run every one, in order (SMART scopes, then AccessPolicies): all must allow.
+        self.authorizers = tuple(authorizers)
         self.forwarding = forwarding
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
@@ -97,7 +99,8 @@ class Pipeline:
         if route.access == "policy":
             if request.query_string:
                 self.refuse_route_keys_in_query(request)
-            await self.authorizer.authorize(request, principal, route)
+            for authorizer in self.authorizers:
+                await authorizer.authorize(request, principal, route)
         elif route.access == "root" and not principal.is_root:
             raise HttpError(403, "Forbidden")
         return await route.handler(request, principal)

@@ -42,6 +42,7 @@ path = st.one_of(
             "/Patient", "/Patient/pt-1", "/Patient/pt-1/_history", "/Patient/pt-1/_history/1", "/Session",
             "/Client/api-client", "/AccessPolicy/api-client", "/auth/token", "/auth/revoke",
             "/auth/test-policy", "/.well-known/jwks.json", "/.well-known/oauth-authorization-server",
+            "/.well-known/smart-configuration",
             "/health", "/ready", "/",
         ]
     ),

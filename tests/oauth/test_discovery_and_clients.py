@@ -7,8 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
+from fhirbox.settings import Settings
 from tests.oauth.support import SECRET, client_body
-from tests.support import ROOT
+from tests.support import ROOT, started_app
 
 DISCOVERY = ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
 
@@ -24,7 +25,100 @@ async def test_discovery_documents_point_at_the_endpoints(client: httpx.AsyncCli
     assert doc["jwks_uri"] == f"{base}/.well-known/jwks.json"
     assert doc["revocation_endpoint"] == f"{base}/auth/revoke"
     assert set(doc["grant_types_supported"]) == {"client_credentials", "refresh_token"}
-    assert set(doc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post"}
+    assert set(doc["token_endpoint_auth_methods_supported"]) == {
+        "private_key_jwt",
+        "client_secret_basic",
+        "client_secret_post",
+    }
+    assert {"RS384", "ES384"} <= set(doc["token_endpoint_auth_signing_alg_values_supported"])
+    assert doc["introspection_endpoint"] == f"{base}/auth/introspect"
+
+
+@pytest.mark.parametrize("path", DISCOVERY)
+async def test_metadata_advertises_no_flow_it_does_not_serve(client: httpx.AsyncClient, path: str) -> None:
+    """RFC 8414: no authorization endpoint, so no response type; no ID tokens, so no OIDC fields."""
+    doc = (await client.get(path)).json()
+    assert doc["response_types_supported"] == []
+    assert "authorization_endpoint" not in doc
+    assert not [name for name in doc if name.startswith(("id_token", "subject_types", "userinfo"))]
+
+
+SMART_FIELDS = {
+    "issuer",
+    "jwks_uri",
+    "token_endpoint",
+    "token_endpoint_auth_methods_supported",
+    "token_endpoint_auth_signing_alg_values_supported",
+    "grant_types_supported",
+    "scopes_supported",
+    "response_types_supported",
+    "capabilities",
+    "code_challenge_methods_supported",
+    "introspection_endpoint",
+    "revocation_endpoint",
+}
+
+
+@pytest.mark.parametrize("accept", [None, "application/fhir+json", "text/yaml", "application/xml", "*/*"])
+async def test_smart_configuration_is_json_whatever_the_accept_header(
+    client: httpx.AsyncClient, accept: str | None
+) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = await client.get("/.well-known/smart-configuration", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    doc = response.json()
+    assert set(doc) == SMART_FIELDS
+    base = "http://testserver"
+    assert doc["issuer"] == base and doc["jwks_uri"] == f"{base}/.well-known/jwks.json"
+    assert doc["token_endpoint"] == f"{base}/auth/token"
+    assert doc["introspection_endpoint"] == f"{base}/auth/introspect"
+    assert doc["revocation_endpoint"] == f"{base}/auth/revoke"
+    assert set(doc["token_endpoint_auth_methods_supported"]) == {
+        "private_key_jwt",
+        "client_secret_basic",
+        "client_secret_post",
+    }
+    assert {"RS384", "ES384"} <= set(doc["token_endpoint_auth_signing_alg_values_supported"])
+    assert not {"none", "HS256", "HS384", "HS512"} & set(
+        doc["token_endpoint_auth_signing_alg_values_supported"]
+    )
+    assert set(doc["grant_types_supported"]) == {"client_credentials", "refresh_token"}
+    assert set(doc["capabilities"]) == {
+        "client-confidential-asymmetric",
+        "client-confidential-symmetric",
+        "permission-v1",
+        "permission-v2",
+    }
+    assert doc["code_challenge_methods_supported"] == ["S256"]
+    assert doc["response_types_supported"] == []
+    assert "system/*.read" in doc["scopes_supported"] and "system/*.cruds" in doc["scopes_supported"]
+
+
+async def test_smart_configuration_needs_no_credentials_and_ignores_bad_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/.well-known/smart-configuration", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 200
+
+
+async def test_an_issuer_with_a_path_has_its_metadata_at_the_rfc_8414_location(
+    settings: Settings,
+) -> None:
+    """RFC 8414 §3: issuer http://h/fhir -> /.well-known/oauth-authorization-server/fhir."""
+    async with started_app(settings, base_url="http://h/fhir") as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://h") as http:
+            response = await http.get("/.well-known/oauth-authorization-server/fhir")
+            assert response.status_code == 200
+            assert response.json()["issuer"] == "http://h/fhir"
+            assert response.json()["token_endpoint"] == "http://h/fhir/auth/token"
+            assert (await http.get("/.well-known/oauth-authorization-server")).json()[
+                "issuer"
+            ] == "http://h/fhir"
+            smart = await http.get("/.well-known/smart-configuration")
+            assert smart.json()["issuer"] == "http://h/fhir"
+            assert (await http.get("/.well-known/oauth-authorization-server/other")).status_code == 404
 
 
 @pytest.mark.product_signing_alg

@@ -118,8 +118,9 @@ def test_guide_flow_with_jwt_refresh_token_and_audience(server: ServerProcess) -
         assert claims["exp"] - claims["iat"] == 600
         refresh = jwt.decode(token["refresh_token"], options={"verify_signature": False})
         assert refresh["typ"] == "refresh" and refresh["jti"] == claims["jti"]
+        assert refresh["sid"] == claims["sid"]
 
-        session = http.get(f"/Session/{claims['jti']}", auth=ROOT).json()
+        session = http.get(f"/Session/{claims['sid']}", auth=ROOT).json()
         assert session["audience"] == "http://resource.server.com"
         assert session["type"] == "client_credentials"
         assert session["client"] == {"id": "api-client", "resourceType": "Client"}

@@ -57,7 +57,7 @@ async def test_jwt_access_token_follows_rfc_9068(client: httpx.AsyncClient, app:
     assert claims["aud"] == "https://rs.example"
     assert claims["scope"] == "a b" and token["scope"] == "a b"
     assert claims["exp"] - claims["iat"] == token["expires_in"] == 3600
-    session = (await client.get(f"/Session/{claims['jti']}", auth=ROOT)).json()
+    session = (await client.get(f"/Session/{claims['sid']}", auth=ROOT)).json()
     assert session["scope"] == ["a", "b"] and session["exp"] == claims["exp"]
 
 

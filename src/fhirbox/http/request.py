@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from fhirbox.http.errors import HttpError
 from fhirbox.http.formats import parse_document
+
+if TYPE_CHECKING:
+    from fhirbox.policy.scope_enforcement import ResourceLimit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,6 +38,7 @@ class Request:
         "path_params",
         "query_string",
         "request_id",
+        "resource_limit",
         "scope",
     )
 
@@ -80,6 +84,9 @@ class Request:
         # (``http/forwarded.py``): everything reads these two, never the headers or the scope.
         self.client_addr: str = str(client[0]) if client else ""
         self.base_url: str = ""
+        # Set by the SMART scope check when the token's scopes limit which resources the request may
+        # touch (``policy/scope_enforcement.py``); None: no such limit.
+        self.resource_limit: ResourceLimit | None = None
 
     @property
     def query(self) -> list[tuple[str, str]]:

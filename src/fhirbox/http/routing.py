@@ -21,6 +21,9 @@ Handler = Callable[["Request", "Principal | None"], Awaitable["Response"]]
 
 
 Access = Literal["public", "authenticated", "policy", "root"]
+# The FHIR interaction a resource route performs, as scopes name them: ``upsert`` is a PUT, which
+# creates or updates depending on what is stored when it is written.
+Interaction = Literal["create", "read", "update", "upsert", "delete", "search"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +35,14 @@ class Route:
     - ``authenticated``: a principal, whatever the policies say (``DELETE /Session`` on one's own token);
     - ``policy``: a principal that an AccessPolicy allows (every resource route);
     - ``root``: the root client only (``/auth/test-policy`` reads any Client and policy).
+
+    ``interaction`` is what a resource route does to resources of its ``{type}`` (None on other
+    routes): SMART scopes are checked against it.
     """
 
     handler: Handler
     access: Access = "policy"
+    interaction: Interaction | None = None
 
 
 @dataclass(slots=True)

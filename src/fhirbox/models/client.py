@@ -1,9 +1,10 @@
 """A ``Client``: a machine client of the API and of the OAuth server.
 
 Its shape (Aidbox's): ``secret`` (kept as a scrypt hash, never shown), ``grant_types``, ``active``,
-``scope``, ``auth.client_credentials`` (token format, lifetimes, refresh tokens, audiences, client
-assertion types) and the public keys of its client assertions (RFC 7523): ``jwks`` (an inline JWK Set)
-or ``jwks_uri`` (where the set is served).
+``scope`` (what it may be granted; SMART ``system/`` scopes may use wildcards, see
+``oauth/smart_scopes.py``), ``auth.client_credentials`` (token format, lifetimes, refresh tokens,
+audiences, client assertion types) and the public keys of its client assertions (RFC 7523): ``jwks``
+(an inline JWK Set) or ``jwks_uri`` (where the set is served).
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from urllib.parse import urlsplit
 
 from fhirbox.http.errors import HttpError
 from fhirbox.models.jwk_set import InvalidJwkSet, check_jwk_set
+from fhirbox.oauth.smart_scopes import (
+    MAX_SCOPE_LENGTH,
+    MAX_SCOPES,
+    InvalidSmartScope,
+    is_smart_scope,
+    parse_smart_scope,
+)
 from fhirbox.regex import UnsupportedRegex, compile_fullmatch
 from fhirbox.storage.base import Stored
 
@@ -180,6 +188,7 @@ class Client:
             not isinstance(scope, list) or not all(isinstance(s, str) and s and " " not in s for s in scope)
         ):
             raise _invalid("scope", "must be a list of scope strings without spaces")
+        _validate_scope(scope or [])
         _validate_auth(body.get("auth"))
         secret = body.get("secret")
         if secret is not None and (not isinstance(secret, str) or not secret):
@@ -220,6 +229,19 @@ def _is_http_url(uri: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.fragment
+
+
+def _validate_scope(scope: list[str]) -> None:
+    if len(scope) > MAX_SCOPES:
+        raise _invalid("scope", f"has more than {MAX_SCOPES} scopes")
+    for entry in scope:
+        if len(entry) > MAX_SCOPE_LENGTH:
+            raise _invalid("scope", f"has a scope longer than {MAX_SCOPE_LENGTH} characters")
+        if is_smart_scope(entry):
+            try:
+                parse_smart_scope(entry)
+            except InvalidSmartScope as exc:
+                raise _invalid("scope", f"has an invalid SMART scope: {exc}") from None
 
 
 def _invalid(field: str, problem: str) -> HttpError:

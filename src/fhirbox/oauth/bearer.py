@@ -7,6 +7,7 @@ closed Session stops its tokens at once, JWTs included. Sessions come from the i
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fhirbox.auth.authenticate import REALM, unauthorized
@@ -26,6 +27,25 @@ def invalid_token(description: str) -> HttpError:
     safe = safe_description(description)
     challenge = f'Bearer realm="{REALM}", error="invalid_token", error_description="{safe}"'
     return unauthorized(description, challenge)
+
+
+def invalid_request(description: str) -> HttpError:
+    """RFC 6750 §3.1: a malformed bearer credential is 400 with ``error="invalid_request"``."""
+    safe = safe_description(description)
+    challenge = f'Bearer realm="{REALM}", error="invalid_request", error_description="{safe}"'
+    return HttpError(400, description, headers={"WWW-Authenticate": challenge})
+
+
+def insufficient_scope(description: str, needed: str | None) -> HttpError:
+    """RFC 6750 §3.1: 403 with ``error="insufficient_scope"`` and the ``scope`` that would do."""
+    challenge = f'Bearer realm="{REALM}", error="insufficient_scope"'
+    if needed:
+        challenge += f', scope="{needed}"'
+    return HttpError(403, description, headers={"WWW-Authenticate": challenge})
+
+
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*\Z")
 
 
 class BearerAuth:
@@ -49,6 +69,10 @@ class BearerAuth:
         self.clock = clock
 
     async def verify(self, credentials: str, request: Request) -> Principal:
+        if not _B64TOKEN.match(credentials):
+            raise invalid_request(
+                "The Bearer credential is missing or malformed (RFC 6750 section 2.1: one token, no spaces)"
+            )
         try:
             entry, client, claims = await self.resolve(credentials, request.base_url)
         except InvalidToken as exc:

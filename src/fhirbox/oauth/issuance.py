@@ -7,7 +7,7 @@ from typing import Any
 
 from fhirbox.models.client import ClientCredentialsSettings
 from fhirbox.models.session import TokenHashes
-from fhirbox.oauth.token_formats import JwtTokens, opaque_token, token_hash
+from fhirbox.oauth.token_formats import JwtTokens, new_session_id, opaque_token, token_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +41,14 @@ def issue_tokens(
     expires_at = now + config.access_token_expiration
     refresh_expires_at = now + config.refresh_token_expiration if config.refresh_token_expiration else None
     if config.jwt:
-        access = jwts.access_token(session_id, client_id, now, expires_at, audience, scope, issuer=issuer)
+        # Every issuance has its own jti (a UUIDv7, like Session ids), so a refresh within the same
+        # second never returns the token it replaces.
+        jti = new_session_id()
+        access = jwts.access_token(
+            session_id, client_id, now, expires_at, audience, scope, issuer=issuer, jti=jti
+        )
         refresh = (
-            jwts.refresh_token(session_id, client_id, now, refresh_expires_at, issuer=issuer)
+            jwts.refresh_token(session_id, client_id, now, refresh_expires_at, issuer=issuer, jti=jti)
             if config.refresh_token
             else None
         )

@@ -7,7 +7,7 @@ from fhirbox.auth.principal import Principal
 from fhirbox.clock import Clock
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
-from fhirbox.http.responses import Response, empty, render
+from fhirbox.http.responses import Response, json_response, render
 from fhirbox.models.audit_event import SERVER, Agent
 from fhirbox.models.client import Client
 from fhirbox.models.session import SESSION, Session
@@ -112,4 +112,5 @@ class Revocation:
                 only_holding=hashed,
                 attach=self.audit.closing(Agent(client.id, oauth.client_addr), reason)(session_id),
             )
-        return empty(200, dict(NO_STORE))
+        # RFC 7009 §2.2 lets the body be empty; some clients (simple-oauth2) need it to be JSON.
+        return json_response(200, {}, dict(NO_STORE))

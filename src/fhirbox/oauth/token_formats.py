@@ -2,8 +2,12 @@
 
 An opaque token is ``<session id>.<256 random bits, base64url>``: the Session is found by its id with
 no scan, and the token is then checked against the SHA-256 kept in the Session, in constant time. A
-JWT carries the Session's id as ``jti``; its SHA-256 is kept in the Session as well, so that a revoked
-or replaced JWT stops working at once.
+JWT carries the Session's id as ``sid`` (and a ``jti`` of its own, so no two tokens are alike); its
+SHA-256 is kept in the Session as well, so that a revoked or replaced JWT stops working at once.
+
+Refresh JWTs are signed with HS256 under a random key each process draws at start and never stores or
+publishes: fhirbox accepts a refresh token by its hash in the Session, never by its signature, and no
+verifier holding the published JWKS can take one for an access token (``docs/decisions.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import orjson
 from fhirbox.oauth.keys import KeyRing
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a JOSE type, not a secret
+REFRESH_TOKEN_TYP = "refresh+jwt"  # noqa: S105 - a JOSE type, not a secret
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti", "client_id"]
 
 
@@ -67,7 +72,8 @@ def opaque_token(session_id: str) -> str:
 
 
 def session_id_of(token: str) -> str | None:
-    """The Session id a token names (opaque: its prefix; JWT: its unverified ``jti``), or None."""
+    """The Session id a token names (opaque: its prefix; JWT: its unverified ``sid``, or ``jti`` in
+    JWTs issued before ``sid`` existed), or None."""
     dots = token.count(".")
     if dots == 1:
         session_id = token.partition(".")[0]
@@ -81,8 +87,8 @@ def session_id_of(token: str) -> str | None:
             return None
         if not isinstance(claims, dict):
             return None
-        jti = claims.get("jti")
-        return jti if isinstance(jti, str) and jti else None
+        sid = claims.get("sid", claims.get("jti"))
+        return sid if isinstance(sid, str) and sid else None
     return None
 
 
@@ -100,6 +106,7 @@ class JwtTokens:
     def __init__(self, keys: KeyRing, issuer: str) -> None:
         self.keys = keys
         self.issuer = issuer
+        self._refresh_key = secrets.token_bytes(32)
 
     def access_token(
         self,
@@ -111,18 +118,20 @@ class JwtTokens:
         scope: list[str] | None,
         *,
         issuer: str,
+        jti: str,
     ) -> str:
-        """An RFC 9068 access token: ``typ: at+jwt``, ``kid`` of the signing key."""
+        """An RFC 9068 access token: ``typ: at+jwt``, ``kid`` of the signing key; ``aud`` is the
+        issuer itself when no audience was asked for (RFC 9068 §2.2 requires one)."""
         claims: dict[str, Any] = {
             "iss": issuer,
             "sub": client_id,
             "client_id": client_id,
             "iat": issued_at,
             "exp": expires_at,
-            "jti": session_id,
+            "jti": jti,
+            "sid": session_id,
+            "aud": audience if audience is not None else issuer,
         }
-        if audience is not None:
-            claims["aud"] = audience
         if scope:
             claims["scope"] = " ".join(scope)
         key = self.keys.active
@@ -131,21 +140,30 @@ class JwtTokens:
         )
 
     def refresh_token(
-        self, session_id: str, client_id: str, issued_at: int, expires_at: int | None, *, issuer: str
+        self,
+        session_id: str,
+        client_id: str,
+        issued_at: int,
+        expires_at: int | None,
+        *,
+        issuer: str,
+        jti: str,
     ) -> str:
-        """A refresh JWT (``typ: refresh``); ``rti`` makes every rotated one unique."""
+        """A refresh JWT (claim ``typ: refresh``, header ``typ: refresh+jwt``), with the ``jti`` of the
+        access token issued with it; ``rti`` makes every rotated one unique. Signed with this
+        process's unpublished key: only its hash in the Session makes it valid."""
         claims: dict[str, Any] = {
             "iss": issuer,
             "sub": client_id,
             "iat": issued_at,
-            "jti": session_id,
+            "jti": jti,
+            "sid": session_id,
             "typ": "refresh",
             "rti": secrets.token_urlsafe(16),
         }
         if expires_at is not None:
             claims["exp"] = expires_at
-        key = self.keys.active
-        return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+        return jwt.encode(claims, self._refresh_key, algorithm="HS256", headers={"typ": REFRESH_TOKEN_TYP})
 
     async def verify_access_token(self, token: str, issuer: str | None = None) -> dict[str, Any]:
         """The claims of a genuine, unexpired access JWT of ``issuer`` (default: the configured one);

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response, empty, render
-from fhirbox.http.routing import Route, Router
+from fhirbox.http.routing import Interaction, Route, Router
 from fhirbox.models import ID_PATTERN, TYPE_PATTERN
 from fhirbox.rest.patch import apply_patch
 from fhirbox.rest.rules import ManagedDelete, ResourceRules
 from fhirbox.rest.search import DEFAULT_COUNT, MAX_COUNT, MAX_PAGE, SearchRequest, positive_int, searchset
 from fhirbox.storage.base import DELETE, UNCHANGED, Mutation, MutationResult, Store, Stored
+
+if TYPE_CHECKING:
+    from fhirbox.policy.scope_enforcement import ResourceLimit
 
 _PATCH_RETRIES = 50
 _MAX_VERSION = 2**63 - 1
@@ -53,14 +57,14 @@ class ResourceApi:
 
     def add_routes(self, router: Router) -> None:
         router.constrain("type", TYPE_PATTERN)
-        router.add("GET", "/{type}", Route(self.search))
-        router.add("POST", "/{type}", Route(self.create))
-        router.add("GET", "/{type}/{id}", Route(self.read))
-        router.add("PUT", "/{type}/{id}", Route(self.update))
-        router.add("PATCH", "/{type}/{id}", Route(self.patch))
-        router.add("DELETE", "/{type}/{id}", Route(self.delete))
-        router.add("GET", "/{type}/{id}/_history", Route(self.history))
-        router.add("GET", "/{type}/{id}/_history/{vid}", Route(self.vread))
+        router.add("GET", "/{type}", Route(self.search, interaction="search"))
+        router.add("POST", "/{type}", Route(self.create, interaction="create"))
+        router.add("GET", "/{type}/{id}", Route(self.read, interaction="read"))
+        router.add("PUT", "/{type}/{id}", Route(self.update, interaction="upsert"))
+        router.add("PATCH", "/{type}/{id}", Route(self.patch, interaction="update"))
+        router.add("DELETE", "/{type}/{id}", Route(self.delete, interaction="delete"))
+        router.add("GET", "/{type}/{id}/_history", Route(self.history, interaction="read"))
+        router.add("GET", "/{type}/{id}/_history/{vid}", Route(self.vread, interaction="read"))
 
     # -- helpers ---------------------------------------------------------------------------------
     def resource_type(self, request: Request) -> str:
@@ -112,9 +116,24 @@ class ResourceApi:
         await self.rules.prepare(type_, body)
         return body
 
-    def writer(self, type_: str, body: dict[str, Any], if_match: str | None) -> Mutation:
+    def within_limit(
+        self, limit: ResourceLimit | None, interaction: Interaction, type_: str, body: dict[str, Any]
+    ) -> None:
+        """403 unless the request's SMART scopes (if it has any) cover ``interaction`` on ``body``,
+        seen as clients see it."""
+        if limit is not None:
+            limit.check(interaction, self.rules.present(type_, body))
+
+    def writer(
+        self, type_: str, body: dict[str, Any], if_match: str | None, limit: ResourceLimit | None
+    ) -> Mutation:
         def mutation(current: Stored | None) -> dict[str, Any]:
             check_if_match(if_match, current)
+            if current is not None and not current.deleted:
+                self.within_limit(limit, "update", type_, current.body)
+                self.within_limit(limit, "update", type_, body)
+            else:
+                self.within_limit(limit, "create", type_, body)
             new = dict(body)
             self.rules.carry_hidden(type_, new, current)
             return new
@@ -140,6 +159,7 @@ class ResourceApi:
             raise HttpError(404, f"Resource {type_}/{id_} not found")
         if stored.deleted:
             raise HttpError(410, f"Resource {type_}/{id_} was deleted")
+        self.within_limit(request.resource_limit, "read", type_, stored.body)
         return self.respond(request, 200, stored)
 
     async def vread(self, request: Request, principal: Principal | None) -> Response:
@@ -151,6 +171,7 @@ class ResourceApi:
             raise HttpError(404, f"Version {vid} of {type_}/{id_} not found")
         if stored.deleted:
             raise HttpError(410, f"Version {vid} of {type_}/{id_} is a deletion")
+        self.within_limit(request.resource_limit, "read", type_, stored.body)
         return self.respond(request, 200, stored)
 
     async def update(self, request: Request, principal: Principal | None) -> Response:
@@ -158,7 +179,7 @@ class ResourceApi:
         body = await self.incoming(request, type_)
         body["id"] = id_
         self.rules.check_guards(type_, id_, body)
-        mutation = self.writer(type_, body, request.headers.get("if-match"))
+        mutation = self.writer(type_, body, request.headers.get("if-match"), request.resource_limit)
         result = await self.write(request, principal, type_, id_, mutation)
         assert result.after is not None
         return self.respond(request, 201 if result.created else 200, result.after)
@@ -173,6 +194,7 @@ class ResourceApi:
             raise HttpError(422, f"Invalid id {id_!r}: use 1-64 of A-Z a-z 0-9 - .")
         body["id"] = id_
         self.rules.check_guards(type_, id_, body)
+        self.within_limit(request.resource_limit, "create", type_, body)
 
         def mutation(current: Stored | None) -> dict[str, Any]:
             if current is not None and not current.deleted:
@@ -185,12 +207,19 @@ class ResourceApi:
         return self.respond(request, 201, result.after, {"Location": location})
 
     def patched(
-        self, type_: str, id_: str, current: Stored | None, patch: Any, content_type: str | None
+        self,
+        type_: str,
+        id_: str,
+        current: Stored | None,
+        patch: Any,
+        content_type: str | None,
+        limit: ResourceLimit | None,
     ) -> dict[str, Any]:
         """``current`` with ``patch`` applied, checked like a PUT body (before write hooks)."""
         if current is None or current.deleted:
             status = 404 if current is None else 410
             raise HttpError(status, f"Resource {type_}/{id_} not found")
+        self.within_limit(limit, "update", type_, current.body)
         result = apply_patch(self.rules.present(type_, current.body), patch, content_type)
         if not isinstance(result, dict):
             raise HttpError(422, "The patched resource must be a JSON object")
@@ -199,6 +228,7 @@ class ResourceApi:
         result.pop("meta", None)
         result.update(resourceType=type_, id=id_)
         self.rules.check_guards(type_, id_, result)
+        self.within_limit(limit, "update", type_, result)
         return result
 
     async def patch(self, request: Request, principal: Principal | None) -> Response:
@@ -206,12 +236,13 @@ class ResourceApi:
         patch = await request.document()
         if_match = request.headers.get("if-match")
         content_type = request.headers.get("content-type")
+        limit = request.resource_limit
         if not self.rules.has_write_hooks(type_):
             # Nothing to prepare asynchronously: patch inside the write itself, so concurrent patches
             # of one resource are serialised by the store and none is lost or retried.
             def in_place(current: Stored | None) -> dict[str, Any]:
                 check_if_match(if_match, current)
-                return self.patched(type_, id_, current, patch, content_type)
+                return self.patched(type_, id_, current, patch, content_type, limit)
 
             result = await self.write(request, principal, type_, id_, in_place)
             assert result.after is not None
@@ -221,7 +252,7 @@ class ResourceApi:
         for _ in range(_PATCH_RETRIES):
             current = await self.store.read(type_, id_)
             check_if_match(if_match, current)
-            patched = self.patched(type_, id_, current, patch, content_type)
+            patched = self.patched(type_, id_, current, patch, content_type, limit)
             await self.rules.prepare(type_, patched)
             assert current is not None
             seen = current.version
@@ -249,11 +280,13 @@ class ResourceApi:
         type_, id_ = self.target(request, writing=True)
         if_match = request.headers.get("if-match")
         self.rules.check_guards(type_, id_, None)
+        limit = request.resource_limit
 
         def mutation(current: Stored | None) -> Any:
             if current is None or current.deleted:
                 return UNCHANGED
             check_if_match(if_match, current)
+            self.within_limit(limit, "delete", type_, current.body)
             return DELETE
 
         result = await self.write(request, principal, type_, id_, mutation)
@@ -266,6 +299,12 @@ class ResourceApi:
     ) -> Response:
         """DELETE of a server-managed type: the server ends it its own way (a Session is closed)."""
         type_, id_ = self.target(request)
+        if request.resource_limit is not None:
+            # The server's own types change only through the server, and not in what a scope
+            # restricts (a Session's client), so checking before the close is exact.
+            current = await self.store.read(type_, id_)
+            if current is not None and not current.deleted:
+                self.within_limit(request.resource_limit, "delete", type_, current.body)
         client_id = principal.client_id if principal is not None else None
         stored = await managed_delete(id_, client_id, request.client_addr)
         if stored is None or stored.deleted:
@@ -274,8 +313,13 @@ class ResourceApi:
 
     async def search(self, request: Request, principal: Principal | None) -> Response:
         type_ = self.resource_type(request)
-        search = SearchRequest(request.query, self.rules.hidden_fields(type_))
-        found = await self.store.search(type_, search.query)
+        hidden = self.rules.hidden_fields(type_)
+        search = SearchRequest(request.query, hidden)
+        query = search.query
+        if request.resource_limit is not None:
+            limit = request.resource_limit.search_filters(query.filters, hidden)
+            query = dataclasses.replace(query, filters=[*query.filters, *limit])
+        found = await self.store.search(type_, query)
         resources = [search.project(self.rules.present(type_, body)) for body in found.resources]
         return render(request, 200, searchset(search, resources, found.total, f"{request.base_url}/{type_}"))
 
@@ -292,6 +336,8 @@ class ResourceApi:
         versions, total = await self.store.history(type_, id_, count, (page - 1) * count)
         if total == 0:
             raise HttpError(404, f"Resource {type_}/{id_} not found")
+        for stored in versions:
+            self.within_limit(request.resource_limit, "read", type_, stored.body)
         methods = {"create": "POST", "update": "PUT", "delete": "DELETE"}
         bundle = {
             "resourceType": "Bundle",

@@ -192,6 +192,37 @@ SORT_COLUMNS: dict[tuple[str, ...], str] = {("_id",): "id", ("_lastUpdated",): "
 Steps = tuple[tuple[int, tuple[str, ...]], ...]
 
 
+def matches_filters(body: dict[str, Any], filters: Iterable[Filter]) -> bool:
+    """Whether ``body`` matches every one of ``filters`` as a search of either backend would: some
+    value at the path equals the filter's value as text, as a number or as a boolean, arrays met on
+    the way and at the end being looked into one level (PostgreSQL's lax paths, SQLite's json_each)."""
+    return all(_matches(body, flt.path, flt.value) for flt in filters)
+
+
+def _matches(node: Any, path: tuple[str, ...], value: str) -> bool:
+    if not path:
+        items = node if isinstance(node, list) else [node]
+        return any(_equals(item, value) for item in items)
+    children = node if isinstance(node, list) else [node]
+    for child in children:
+        if isinstance(child, dict) and path[0] in child and _matches(child[path[0]], path[1:], value):
+            return True
+    return False
+
+
+def _equals(item: Any, value: str) -> bool:
+    if isinstance(item, bool):
+        return value == ("true" if item else "false")
+    if isinstance(item, str):
+        return item == value
+    if isinstance(item, int | float) and JSON_NUMBER.match(value):
+        try:
+            return item == (int(value) if value.lstrip("-").isdigit() else float(value))
+        except (OverflowError, ValueError):
+            return False
+    return False
+
+
 def json_path(keys: Iterable[str]) -> str:
     """An SQL/JSON path naming each of ``keys`` in quotes, as given: ``$."name"."family"``."""
     return "$" + "".join(f'."{key}"' for key in keys)

@@ -19,23 +19,28 @@ from fhirbox.oauth.errors import (
 from fhirbox.oauth.grants import Issuance, IssuingGrant
 from fhirbox.oauth.issuance import issue_tokens, token_response
 from fhirbox.oauth.sessions import close_session
+from fhirbox.oauth.smart_scopes import InvalidSmartScope, granted_scopes
 from fhirbox.oauth.token_formats import new_session_id
 from fhirbox.storage.base import Stored
 
 
 def granted_scope(allowed: tuple[str, ...] | None, requested: str | None) -> list[str] | None:
-    """The requested scope if the client may have all of it; the client's whole list if none asked."""
+    """The requested scope if the client may have all of it (SMART ``system/`` scopes when one of the
+    client's scopes covers them, others when listed as they are); the client's whole list if none
+    asked."""
     if requested is None:
         return list(allowed) if allowed else None
-    wanted = list(dict.fromkeys(requested.split()))
+    wanted = requested.split()
     if not wanted:
         raise InvalidRequest("scope is empty")
     if allowed is None:
         raise InvalidScope("This client has no scopes to grant")
-    missing = [scope for scope in wanted if scope not in allowed]
-    if missing:
-        raise InvalidScope(f"Scope not allowed for this client: {' '.join(missing)}")
-    return wanted
+    try:
+        return granted_scopes(allowed, wanted)
+    except InvalidSmartScope as exc:
+        raise InvalidScope(f"Invalid scope: {exc}") from None
+    except LookupError as missing:
+        raise InvalidScope(f"Scope not allowed for this client: {missing.args[0]}") from None
 
 
 def requested_audience(request: OAuthRequest, config: ClientCredentialsSettings) -> str | None:
