@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from tests.oauth.assertions import assertion, assertion_client, key_pair, token_form
@@ -65,6 +66,8 @@ async def test_jwt_access_token_is_described_from_its_claims(clients: httpx.Asyn
     body = await introspect(clients, issued["access_token"], auth=("jwt-client", SECRET))
     assert body["active"] is True and body["token_type"] == "Bearer"
     assert body["jti"] and body["client_id"] == "jwt-client" and body["aud"] == "http://testserver"
+    # The token's own jti (unique per issuance), not its Session's id.
+    assert body["jti"] == jwt.decode(issued["access_token"], options={"verify_signature": False})["jti"]
 
 
 @pytest.mark.parametrize("client_id", ["api-client", "jwt-client"])

@@ -76,7 +76,9 @@ class Introspection:
         session = entry.session
         exp = claims["exp"] if claims is not None else session.body.get("exp")
         iat = claims["iat"] if claims is not None else _issued_at(session)
-        return _description(session, client, exp, iat, "Bearer")
+        # A JWT's own jti (unique per issuance); an opaque token is named by its Session.
+        jti = claims.get("jti") if claims is not None else None
+        return _description(session, client, exp, iat, "Bearer", jti=jti)
 
     async def _describe_refresh(self, token: str) -> dict[str, Any] | None:
         session_id = session_id_of(token)
@@ -119,7 +121,9 @@ def _issued_at(session: Session) -> int | None:
         return None
 
 
-def _description(session: Session, client: Client, exp: Any, iat: Any, token_type: str) -> dict[str, Any]:
+def _description(
+    session: Session, client: Client, exp: Any, iat: Any, token_type: str, *, jti: Any = None
+) -> dict[str, Any]:
     issuer = session.body.get("iss")
     answer: dict[str, Any] = {
         "active": True,
@@ -131,7 +135,7 @@ def _description(session: Session, client: Client, exp: Any, iat: Any, token_typ
         "iss": issuer,
         # RFC 9068 §2.2: a token requested for no audience is meant for the issuer itself.
         "aud": session.audience or issuer,
-        "jti": session.id,
+        "jti": jti if isinstance(jti, str) else session.id,
         "token_type": token_type,
     }
     return {key: value for key, value in answer.items() if value is not None and value != ""}
