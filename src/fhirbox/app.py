@@ -23,6 +23,8 @@ from fhirbox.health import Health
 from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Scope, Send
 from fhirbox.http.routing import Route, Router
+from fhirbox.logs import AccessLog
+from fhirbox.metrics import Metrics, MetricsEndpoint
 from fhirbox.models import audit_event, client, session
 from fhirbox.oauth.bearer import BearerAuth
 from fhirbox.oauth.discovery import Discovery
@@ -31,7 +33,7 @@ from fhirbox.oauth.grants.client_credentials import ClientCredentialsGrant
 from fhirbox.oauth.grants.refresh_token import RefreshTokenGrant
 from fhirbox.oauth.keys import KEY_TYPE, KeyRing
 from fhirbox.oauth.revocation import Revocation
-from fhirbox.oauth.sessions import SessionCache, SessionPurge
+from fhirbox.oauth.sessions import SessionCache, SessionPurge, count_active_sessions
 from fhirbox.oauth.token_endpoint import TokenEndpoint
 from fhirbox.oauth.token_formats import JwtTokens
 from fhirbox.pipeline import Pipeline
@@ -59,6 +61,9 @@ def create_app(
     base_url = settings.public_base_url
     expiration, retention = settings.access_token_expiration, settings.session_retention
     root = RootClient(store, settings.root_client_id, settings.root_client_secret)
+    # What the server counts (GET /metrics): each component is given the counters it records.
+    metrics = Metrics()
+    store.observe_commits(metrics.store_commit)
 
     # The audit trail: AuditEvents committed with the change they record (FHIRBOX_AUDIT), purged
     # after FHIRBOX_AUDIT_RETENTION.
@@ -70,22 +75,24 @@ def create_app(
 
     # Who is calling: Basic client credentials, or a Bearer token of one of the client's Sessions.
     # Secrets are hashed in a bounded pool; failed authentications are throttled per address.
-    verifier = SecretVerifier(concurrency=settings.hash_concurrency, queue=settings.hash_queue)
+    verifier = SecretVerifier(
+        concurrency=settings.hash_concurrency, queue=settings.hash_queue, counts=metrics.cache("secret")
+    )
     failures = FailureCounter(settings.auth_failure_limit, settings.auth_failure_window, clock)
-    clients = ClientDirectory(store, verifier, failures, audit)
+    clients = ClientDirectory(store, verifier, failures, audit, count_failure=metrics.auth_failure)
     keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, audit)
     jwts = JwtTokens(keys, base_url)
-    sessions = SessionCache(store)
+    sessions = SessionCache(store, counts=metrics.cache("session"))
     authenticator = Authenticator(
         [
             BasicAuth(clients, settings.root_client_id),
-            BearerAuth(clients, sessions, jwts, settings.root_client_id, clock),
+            BearerAuth(clients, sessions, jwts, settings.root_client_id, clock, metrics.auth_failure),
         ]
     )
 
     # What they may do: the root client everything, any other client what an AccessPolicy allows.
-    policies = PolicyCache(store)
-    authorizer = PolicyAuthorizer(policies)
+    policies = PolicyCache(store, counts=metrics.cache("policy"))
+    authorizer = PolicyAuthorizer(policies, metrics.policy_decision)
 
     # The OAuth authorization server.
     issuance = Issuance(store, sessions, jwts, expiration, retention, clock, audit)
@@ -93,7 +100,7 @@ def create_app(
         "client_credentials": ClientCredentialsGrant(issuance, clients),
         "refresh_token": RefreshTokenGrant(issuance, reuse_grace=settings.refresh_reuse_grace),
     }
-    token = TokenEndpoint(clients, grants)
+    token = TokenEndpoint(clients, grants, metrics.token_issued)
     revocation = Revocation(store, clients, retention, clock, audit)
     discovery = Discovery(keys, grant_types=list(grants))
     purge = SessionPurge(store, retention, clock)
@@ -138,16 +145,21 @@ def create_app(
     router.add("POST", "/auth/revoke", Route(revocation.revoke, "public"))
     router.add("DELETE", "/Session", Route(revocation.delete_session, "authenticated"))
     router.add("POST", "/auth/test-policy", Route(PolicyTester(store).handle, "root"))
+    scrape = MetricsEndpoint(metrics, lambda: count_active_sessions(store))
+    router.add("GET", "/metrics", Route(scrape.handle, "public" if settings.metrics_public else "policy"))
     router.add("GET", "/.well-known/jwks.json", Route(discovery.jwks, "public"))
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
         router.add("GET", path, Route(discovery.authorization_server, "public"))
     ResourceApi(store, rules).add_routes(router)
 
+    # Every request goes through the one pipeline; it writes the access log and the HTTP metrics.
     pipeline = Pipeline(
         router,
         authenticator,
         authorizer,
         forwarding,
+        metrics,
+        AccessLog() if settings.access_log else None,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         max_depth=settings.max_depth,
@@ -158,6 +170,7 @@ def create_app(
         pipeline,
         authorizer=authorizer,
         root=root,
+        metrics=metrics,
         on_start=[root.ensure, keys.start, purge.start, audit_purge.start, policies.refresh],
         on_stop=[purge.stop, audit_purge.stop],
     )
@@ -174,6 +187,7 @@ class App:
         *,
         authorizer: PolicyAuthorizer,
         root: RootClient,
+        metrics: Metrics,
         on_start: Sequence[Hook],
         on_stop: Sequence[Hook],
     ) -> None:
@@ -184,6 +198,7 @@ class App:
         self.router = pipeline.router
         self.authorizer = authorizer
         self.root = root
+        self.metrics = metrics
         self.on_start = list(on_start)
         self.on_stop = list(on_stop)
 

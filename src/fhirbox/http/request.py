@@ -27,6 +27,7 @@ class Request:
         "base_url",
         "body_timeout",
         "client_addr",
+        "client_id",
         "headers",
         "max_body_bytes",
         "max_depth",
@@ -45,7 +46,7 @@ class Request:
         *,
         max_body_bytes: int,
         max_depth: int,
-        request_id: str,
+        request_id: str = "",
         body_timeout: float = 30.0,
     ) -> None:
         self.scope = scope
@@ -80,6 +81,9 @@ class Request:
         # (``http/forwarded.py``): everything reads these two, never the headers or the scope.
         self.client_addr: str = str(client[0]) if client else ""
         self.base_url: str = ""
+        # The client that authenticated for this request (the pipeline's principal, or the client the
+        # token or revocation endpoint authenticated), for the access log; None until one has.
+        self.client_id: str | None = None
 
     @property
     def query(self) -> list[tuple[str, str]]:

@@ -7,6 +7,8 @@ closed Session stops its tokens at once, JWTs included. Sessions come from the i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fhirbox.auth.authenticate import REALM, unauthorized
 from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.principal import Principal
@@ -38,7 +40,9 @@ class BearerAuth:
         jwts: JwtTokens,
         root_client_id: str,
         clock: Clock,
+        count_failure: Callable[[str], None],
     ) -> None:
+        self.count_failure = count_failure
         self.clients = clients
         self.sessions = sessions
         self.jwts = jwts
@@ -46,6 +50,13 @@ class BearerAuth:
         self.clock = clock
 
     async def verify(self, credentials: str, request: Request) -> Principal:
+        try:
+            return await self._verify(credentials, request)
+        except HttpError:
+            self.count_failure("invalid_token")
+            raise
+
+    async def _verify(self, credentials: str, request: Request) -> Principal:
         token = credentials
         session_id = session_id_of(token) if token else None
         entry = await self.sessions.get(session_id) if session_id else None

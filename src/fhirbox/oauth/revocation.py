@@ -89,6 +89,7 @@ class Revocation:
         try:
             oauth = await read_oauth_request(request)
             client = await authenticate_client(self.clients, oauth)
+            request.client_id = client.id
             token = oauth.get("token")
             if token is None:
                 raise InvalidRequest("token is required")
