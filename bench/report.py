@@ -26,6 +26,8 @@ class Row:
     duration_s: float
     failed: bool
     ratio_to_peer: float | None = None
+    # The FHIRBOX_* settings of a comparison row (a feature turned off), None for the server as shipped.
+    setting: str | None = None
     peer_scenario: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -47,6 +49,27 @@ def add_ratios(rows: Sequence[Row], matches: dict[str, str]) -> None:
             row.ratio_to_peer = row.req_per_s / other.req_per_s
 
 
+def costs(rows: Sequence[Row], features: dict[str, str]) -> list[str]:
+    """One line per comparison row: the throughput of the server as shipped against the same scenario
+    with a feature off (``features``: setting to feature name), and the cost in percent."""
+    shipped = {(row.scenario, row.backend): row for row in rows if row.setting is None}
+    lines = []
+    for row in rows:
+        if row.setting is None:
+            continue
+        base = shipped.get((row.scenario, row.backend))
+        label = f"cost of the {features.get(row.setting, row.setting)} ({row.setting} to turn it off)"
+        if base is None or base.failed or row.failed or row.req_per_s <= 0:
+            lines.append(f"{label}: {row.scenario}/{row.backend}: not measured (a run failed or was skipped)")
+            continue
+        cost = (row.req_per_s - base.req_per_s) / row.req_per_s * 100
+        lines.append(
+            f"{label}: {row.scenario}/{row.backend}: {base.req_per_s:,.0f} req/s on, "
+            f"{row.req_per_s:,.0f} off: the {features.get(row.setting, row.setting)} costs {cost:.1f}%"
+        )
+    return lines
+
+
 def table(rows: Sequence[Row]) -> str:
     """A fixed-width table, one row per scenario; failed rows show FAILED instead of their rate."""
     header = ("system", "scenario", "backend", "req/s", "p50 ms", "p99 ms", "errors", "peak MiB", "vs peer")
@@ -55,7 +78,7 @@ def table(rows: Sequence[Row]) -> str:
         lines.append(
             (
                 row.system,
-                row.scenario,
+                row.scenario if row.setting is None else f"{row.scenario} [{row.setting}]",
                 row.backend,
                 "FAILED" if row.failed else f"{row.req_per_s:,.0f}",
                 f"{row.p50_ms:.2f}",
@@ -96,7 +119,10 @@ def write_chart(rows: Sequence[Row], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{row.system} {row.scenario} ({row.backend})" for row in rows]
+    labels = [
+        f"{row.system} {row.scenario}{f' [{row.setting}]' if row.setting else ''} ({row.backend})"
+        for row in rows
+    ]
     values = [0.0 if row.failed else row.req_per_s for row in rows]
     colours = [
         "#b0b0b0" if row.failed else ("#e07b39" if row.system == "peer" else "#3a6ea5") for row in rows

@@ -16,8 +16,16 @@ import httpx
 
 from bench import processes, profile, servers
 from bench.load import Load, Measure, run_wrk
-from bench.report import Row, add_ratios, table, write_chart, write_jsonl
-from bench.scenarios import FHIRBOX_SCENARIOS, PEER_SCENARIOS, Scenario, peer_loads, seed_fhirbox
+from bench.report import Row, add_ratios, costs, table, write_chart, write_jsonl
+from bench.scenarios import (
+    COMPARISONS,
+    FHIRBOX_SCENARIOS,
+    PEER_SCENARIOS,
+    Comparison,
+    Scenario,
+    peer_loads,
+    seed_fhirbox,
+)
 from bench.tools import ensure_peer, ensure_wrk
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,6 +46,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--smoke", action="store_true", help="1 s per scenario, one run, no peer, 4 connections"
     )
     parser.add_argument("--no-peer", action="store_true", help="do not run node-oidc-provider")
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="do not measure the cost of features (scenarios again with a feature turned off)",
+    )
     parser.add_argument(
         "--backend",
         choices=("sqlite", "postgres", "all"),
@@ -97,6 +110,7 @@ class Bench:
         server: servers.Server,
         load: Load | None,
         notes: list[str],
+        setting: str | None = None,
     ) -> None:
         """Warm up, run the scenario ``--runs`` times and add the median row; a crash is a FAILED row."""
         try:
@@ -104,6 +118,7 @@ class Bench:
         except RuntimeError as exc:
             log(f"{system}/{scenario}/{backend} failed: {exc}")
             self.rows.append(self._failed_row(system, scenario, backend, [*notes, str(exc)[:300]]))
+        self.rows[-1].setting = setting
 
     def _measure(
         self,
@@ -180,22 +195,44 @@ class Bench:
     def run_fhirbox(self, backend: str) -> None:
         scenarios = self.wanted(FHIRBOX_SCENARIOS)
         for variant in dict.fromkeys(s.variant for s in scenarios):
-            with servers.fresh_database(backend, self.workdir) as url:
-                log(f"starting fhirbox ({backend}, signing {variant}) on CPU {self.server_cpu}")
-                server = servers.start_fhirbox(url, variant, self.server_cpu, self.workdir)
+            self.run_fhirbox_server(backend, variant, scenarios)
+        if self.args.no_compare:
+            return
+        for comparison in COMPARISONS:
+            compared = [s for s in scenarios if s.name in comparison.scenarios]
+            for variant in dict.fromkeys(s.variant for s in compared):
+                self.run_fhirbox_server(backend, variant, compared, comparison)
+
+    def run_fhirbox_server(
+        self,
+        backend: str,
+        variant: str,
+        scenarios: Sequence[Scenario],
+        comparison: Comparison | None = None,
+    ) -> None:
+        """One server signing with ``variant`` (with ``comparison``'s settings), its scenarios measured."""
+        setting = comparison.setting if comparison is not None else None
+        with servers.fresh_database(backend, self.workdir) as url:
+            log(
+                f"starting fhirbox ({backend}, signing {variant}{', ' + setting if setting else ''}) "
+                f"on CPU {self.server_cpu}"
+            )
+            server = servers.start_fhirbox(
+                url, variant, self.server_cpu, self.workdir, comparison.env if comparison else None
+            )
+            try:
                 try:
-                    try:
-                        loads, notes = seed_fhirbox(server.url)
-                    except httpx.HTTPError as exc:
-                        loads, notes = {}, {"": [f"seeding failed: {exc!r}"]}
-                    for note in (n for group in notes.values() for n in group):
-                        log(f"seeding: {note}")
-                    for scenario in (s for s in scenarios if s.variant == variant):
-                        scenario_notes = [*notes.get("", []), *notes.get(scenario.name, [])]
-                        load = loads.get(scenario.name)
-                        self.measure("fhirbox", backend, scenario.name, server, load, scenario_notes)
-                finally:
-                    processes.stop(server.proc)
+                    loads, notes = seed_fhirbox(server.url)
+                except httpx.HTTPError as exc:
+                    loads, notes = {}, {"": [f"seeding failed: {exc!r}"]}
+                for note in (n for group in notes.values() for n in group):
+                    log(f"seeding: {note}")
+                for scenario in (s for s in scenarios if s.variant == variant):
+                    scenario_notes = [*notes.get("", []), *notes.get(scenario.name, [])]
+                    load = loads.get(scenario.name)
+                    self.measure("fhirbox", backend, scenario.name, server, load, scenario_notes, setting)
+            finally:
+                processes.stop(server.proc)
 
     def run_peer(self, script: Path) -> None:
         scenarios = self.wanted(PEER_SCENARIOS)
@@ -248,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_chart(rows, chart, f"fhirbox bench {context['timestamp']}, {args.connections} connections, "
                 f"{args.duration:g} s x {args.runs}")  # fmt: skip
     print(table(rows))
+    for line in costs(rows, {c.setting: c.feature for c in COMPARISONS}):
+        print(line)
     print(f"\nresults: {jsonl}\nchart:   {chart}")
     summary = statistics.median([r.req_per_s for r in rows]) if rows else 0.0
     log(f"{len(rows)} rows, median {summary:,.0f} req/s, {sum(r.failed for r in rows)} failed")

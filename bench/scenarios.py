@@ -63,6 +63,25 @@ FHIRBOX_SCENARIOS: tuple[Scenario, ...] = (
 )
 AUDIT_OFF_SUFFIX = "-audit-off"
 
+
+@dataclass(frozen=True)
+class Comparison:
+    """The cost of a feature: ``scenarios`` measured again, in the same bench run, on a server
+    started with ``env`` (the feature off); the table states the difference."""
+
+    feature: str
+    env: dict[str, str]
+    scenarios: tuple[str, ...]
+
+    @property
+    def setting(self) -> str:
+        return " ".join(f"{name}={value}" for name, value in self.env.items())
+
+
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("access log", {"FHIRBOX_ACCESS_LOG": "false"}, ("token-opaque", "get-bearer-opaque")),
+)
+
 PEER_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("token-opaque", "peer"),
     Scenario("token-jwt-rs256", "peer"),

@@ -63,9 +63,12 @@ async def _pg_execute(url: str, sql: str) -> None:
         await conn.close()
 
 
-def start_fhirbox(database_url: str, variant: str, cpu: int, workdir: Path) -> Server:
+def start_fhirbox(
+    database_url: str, variant: str, cpu: int, workdir: Path, settings: dict[str, str] | None = None
+) -> Server:
     """One ``fhirbox serve`` process (one worker) on a free loopback port, signing with the algorithm
-    ``variant`` starts with; `` audit=off`` after it sets ``FHIRBOX_AUDIT=off``."""
+    ``variant`` starts with; `` audit=off`` after it sets ``FHIRBOX_AUDIT=off``; ``settings``
+    (``FHIRBOX_*`` variables) are added to its environment."""
     alg, *options = variant.split()
     port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -77,6 +80,7 @@ def start_fhirbox(database_url: str, variant: str, cpu: int, workdir: Path) -> S
         "FHIRBOX_SIGNING_ALG": alg,
         "FHIRBOX_LOG_LEVEL": "warning",
         "FHIRBOX_AUDIT": "off" if "audit=off" in options else "all",
+        **(settings or {}),
     }
     command = [
         sys.executable, "-m", "fhirbox.cli", "serve",

@@ -16,7 +16,7 @@ from tests.support import REPO
 def test_bench_smoke_writes_one_result_row_and_a_chart_per_scenario(tmp_path: Path) -> None:
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the benchmark pins the server and wrk to separate CPUs and refuses with fewer than 2")
-    from bench.scenarios import FHIRBOX_SCENARIOS
+    from bench.scenarios import COMPARISONS, FHIRBOX_SCENARIOS
     from bench.tools import ensure_wrk
 
     try:
@@ -38,8 +38,15 @@ def test_bench_smoke_writes_one_result_row_and_a_chart_per_scenario(tmp_path: Pa
     [jsonl] = results.glob("*.jsonl")
     [chart] = results.glob("*.png")
     assert chart.read_bytes().startswith(b"\x89PNG")
-    rows = {row["scenario"]: row for row in map(json.loads, jsonl.read_text().splitlines())}
+    every_row = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    rows = {row["scenario"]: row for row in every_row if row["setting"] is None}
     assert sorted(rows) == sorted(s.name for s in FHIRBOX_SCENARIOS)
+    # The cost of each feature: its scenarios again with the feature off, stated after the table.
+    compared = {(row["scenario"], row["setting"]) for row in every_row if row["setting"] is not None}
+    assert compared == {(name, c.setting) for c in COMPARISONS for name in c.scenarios}
+    assert all(row["status"] == "ok" for row in every_row)
+    for comparison in COMPARISONS:
+        assert f"cost of the {comparison.feature} ({comparison.setting} to turn it off)" in done.stdout
     assert all(row["system"] == "fhirbox" and row["backend"] == "sqlite" for row in rows.values())
 
     for name, row in rows.items():

@@ -24,6 +24,8 @@ from fhirbox.health import Health
 from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Scope, Send
 from fhirbox.http.routing import Route, Router
+from fhirbox.logs import AccessLog
+from fhirbox.metrics import Metrics, MetricsEndpoint
 from fhirbox.models import audit_event, client, session
 from fhirbox.oauth.bearer import BearerAuth
 from fhirbox.oauth.client_assertion import ClientAssertions
@@ -36,7 +38,7 @@ from fhirbox.oauth.introspection import Introspection
 from fhirbox.oauth.jwks_fetch import JwksFetcher
 from fhirbox.oauth.keys import KEY_TYPE, KeyRing
 from fhirbox.oauth.revocation import Revocation
-from fhirbox.oauth.sessions import SessionCache, SessionPurge
+from fhirbox.oauth.sessions import SessionCache, SessionPurge, count_active_sessions
 from fhirbox.oauth.token_endpoint import TokenEndpoint
 from fhirbox.oauth.token_formats import JwtTokens
 from fhirbox.pipeline import Pipeline
@@ -65,6 +67,9 @@ def create_app(
     base_url = settings.public_base_url
     expiration, retention = settings.access_token_expiration, settings.session_retention
     root = RootClient(store, settings.root_client_id, settings.root_client_secret)
+    # What the server counts (GET /metrics): each component is given the counters it records.
+    metrics = Metrics()
+    store.observe_commits(metrics.store_commit)
 
     # The audit trail: AuditEvents committed with the change they record (FHIRBOX_AUDIT), purged
     # after FHIRBOX_AUDIT_RETENTION.
@@ -76,13 +81,15 @@ def create_app(
 
     # Who is calling: Basic client credentials, or a Bearer token of one of the client's Sessions.
     # Secrets are hashed in a bounded pool; failed authentications are throttled per address.
-    verifier = SecretVerifier(concurrency=settings.hash_concurrency, queue=settings.hash_queue)
+    verifier = SecretVerifier(
+        concurrency=settings.hash_concurrency, queue=settings.hash_queue, counts=metrics.cache("secret")
+    )
     failures = FailureCounter(settings.auth_failure_limit, settings.auth_failure_window, clock)
-    clients = ClientDirectory(store, verifier, failures, audit)
+    clients = ClientDirectory(store, verifier, failures, audit, count_failure=metrics.auth_failure)
     keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, audit)
     jwts = JwtTokens(keys, base_url)
-    sessions = SessionCache(store)
-    bearer = BearerAuth(clients, sessions, jwts, settings.root_client_id, clock)
+    sessions = SessionCache(store, counts=metrics.cache("session"))
+    bearer = BearerAuth(clients, sessions, jwts, settings.root_client_id, clock, metrics.auth_failure)
     authenticator = Authenticator([BasicAuth(clients, settings.root_client_id), bearer])
     # OAuth endpoints authenticate clients by secret or by a JWT signed with the client's key
     # (RFC 7523): its keys inline or fetched from its jwks_uri, its jti remembered in the store.
@@ -91,9 +98,9 @@ def create_app(
 
     # What they may do: the root client everything; any other client what its token's SMART scopes
     # cover (when it has any) and what an AccessPolicy allows, both.
-    policies = PolicyCache(store)
+    policies = PolicyCache(store, counts=metrics.cache("policy"))
     scopes = ScopeAuthorizer()
-    authorizer = PolicyAuthorizer(policies)
+    authorizer = PolicyAuthorizer(policies, metrics.policy_decision)
 
     # The OAuth authorization server.
     issuance = Issuance(store, sessions, jwts, expiration, retention, clock, audit)
@@ -101,7 +108,7 @@ def create_app(
         "client_credentials": ClientCredentialsGrant(issuance, clients),
         "refresh_token": RefreshTokenGrant(issuance, reuse_grace=settings.refresh_reuse_grace),
     }
-    token = TokenEndpoint(client_auth, grants)
+    token = TokenEndpoint(client_auth, grants, metrics.token_issued)
     revocation = Revocation(store, client_auth, retention, clock, audit)
     introspection = Introspection(
         client_auth, clients, sessions, bearer, authorizer, settings.root_client_id, clock
@@ -150,6 +157,8 @@ def create_app(
     router.add("POST", "/auth/introspect", Route(introspection.handle, "public"))
     router.add("DELETE", "/Session", Route(revocation.delete_session, "authenticated"))
     router.add("POST", "/auth/test-policy", Route(PolicyTester(store).handle, "root"))
+    scrape = MetricsEndpoint(metrics, lambda: count_active_sessions(store))
+    router.add("GET", "/metrics", Route(scrape.handle, "public" if settings.metrics_public else "policy"))
     router.add("GET", "/.well-known/jwks.json", Route(discovery.jwks, "public"))
     # RFC 8414 §3: an issuer with a path (http://h/fhir) has its metadata at
     # /.well-known/oauth-authorization-server/fhir; clients that only know OpenID Connect look at
@@ -164,11 +173,14 @@ def create_app(
     router.add("GET", "/.well-known/smart-configuration", Route(discovery.smart, "public"))
     ResourceApi(store, rules).add_routes(router)
 
+    # Every request goes through the one pipeline; it writes the access log and the HTTP metrics.
     pipeline = Pipeline(
         router,
         authenticator,
         [scopes, authorizer],
         forwarding,
+        metrics,
+        AccessLog() if settings.access_log else None,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         max_depth=settings.max_depth,
@@ -179,6 +191,7 @@ def create_app(
         pipeline,
         authorizer=authorizer,
         root=root,
+        metrics=metrics,
         on_start=[root.ensure, keys.start, purge.start, audit_purge.start, policies.refresh],
         on_stop=[purge.stop, audit_purge.stop],
     )
@@ -195,6 +208,7 @@ class App:
         *,
         authorizer: PolicyAuthorizer,
         root: RootClient,
+        metrics: Metrics,
         on_start: Sequence[Hook],
         on_stop: Sequence[Hook],
     ) -> None:
@@ -205,6 +219,7 @@ class App:
         self.router = pipeline.router
         self.authorizer = authorizer
         self.root = root
+        self.metrics = metrics
         self.on_start = list(on_start)
         self.on_stop = list(on_stop)
 

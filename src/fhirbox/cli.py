@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 import click
 
+from fhirbox import logs
 from fhirbox.commandline import load_settings, setting_option
 from fhirbox.oauth.commands import keys_group
 from fhirbox.policy.commands import policy_group
@@ -45,9 +48,10 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     from fhirbox.http.server import PROTOCOL, raise_open_file_limit
 
     settings = load_settings(host=host, port=port, database_url=database_url, workers=workers)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Every line from here on, in this process and in each worker, has the FHIRBOX_LOG_FORMAT format.
+    log_config = logs.logging_config(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level)
+    announce = logging.getLogger(logs.SERVER_LOGGER)
 
     async def prepare() -> str | None:
         app = create_app(settings)
@@ -61,15 +65,17 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         click.echo(f"fhirbox: cannot start: {redact(str(exc), settings.database_url)}", err=True)
         sys.exit(1)
     if secret:
-        click.echo(
-            f"Generated the root client's secret (shown only this once): {settings.root_client_id}:{secret}\n"
-            "Set FHIRBOX_ROOT_CLIENT_SECRET to choose your own."
+        announce.warning(
+            "Generated the root client's secret (shown only this once): %s:%s. "
+            "Set FHIRBOX_ROOT_CLIENT_SECRET to choose your own.",
+            settings.root_client_id,
+            secret,
         )
     export(settings)
     raise_open_file_limit()  # before uvicorn starts: worker processes inherit it
+    metrics_dir = _metrics_directory(settings.workers)
     database = redacted_url(settings.database_url)
-    click.echo(f"fhirbox listening on http://{settings.host}:{settings.port} (database {database})")
-    sys.stdout.flush()
+    announce.info("fhirbox listening on http://%s:%s (database %s)", settings.host, settings.port, database)
     # uvicorn re-raises the stop signal after its graceful shutdown; a no-op handler turns that into a
     # normal exit (status 0) instead of death by signal.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
@@ -81,6 +87,7 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
         loop="uvloop",
+        log_config=log_config,
         # httptools with bounded heads, head and keep-alive timeouts and a connection cap (from settings)
         http=PROTOCOL,
         lifespan="on",
@@ -90,6 +97,21 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         proxy_headers=False,  # forwarded headers are fhirbox's to trust (FHIRBOX_TRUSTED_PROXIES)
         timeout_graceful_shutdown=30,
     )
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_directory(workers: int) -> str | None:
+    """With several workers, a fresh directory for their metrics (prometheus_client's multiprocess
+    mode), named in the environment the workers inherit; None (and no such variable) with one."""
+    from fhirbox.metrics import MULTIPROCESS_ENV
+
+    os.environ.pop(MULTIPROCESS_ENV, None)
+    if workers <= 1:
+        return None
+    directory = tempfile.mkdtemp(prefix="fhirbox-metrics-")
+    os.environ[MULTIPROCESS_ENV] = directory
+    return directory
 
 
 @main.command("settings")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -18,6 +20,8 @@ from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Request, Scope, Send
 from fhirbox.http.responses import Response, error_response, render
 from fhirbox.http.routing import Route, Router
+from fhirbox.logs import AccessLog, request_id
+from fhirbox.metrics import UNMATCHED, Metrics
 from fhirbox.storage.base import UnstorableValue
 
 log = logging.getLogger("fhirbox.request")
@@ -26,6 +30,10 @@ log = logging.getLogger("fhirbox.request")
 class Authorizer(Protocol):
     async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
         """Return when ``principal`` may make ``request``; raise a 403 ``HttpError`` otherwise."""
+
+
+# An incoming X-Request-Id is kept when it is 1-128 of these characters, and replaced otherwise.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class RequestIds:
@@ -38,6 +46,12 @@ class RequestIds:
     def next(self) -> str:
         return f"{self._prefix}-{next(self._counter)}"
 
+    def accept(self, incoming: str | None) -> str:
+        """The client's ``X-Request-Id`` when well-formed, else a new id."""
+        if incoming is not None and _REQUEST_ID.fullmatch(incoming):
+            return incoming
+        return self.next()
+
 
 class Pipeline:
     """Runs every request through routing, authentication, authorization and its handler."""
@@ -48,6 +62,8 @@ class Pipeline:
         authenticator: Authenticator,
         authorizers: Sequence[Authorizer],
         forwarding: Forwarding,
+        metrics: Metrics,
+        access_log: AccessLog | None,
         *,
         max_body_bytes: int,
         max_depth: int,
@@ -58,6 +74,8 @@ class Pipeline:
         # Policy routes run every one, in order (SMART scopes, then AccessPolicies): all must allow.
         self.authorizers = tuple(authorizers)
         self.forwarding = forwarding
+        self.metrics = metrics
+        self.access_log = access_log
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
         self.body_timeout = body_timeout
@@ -65,37 +83,53 @@ class Pipeline:
         self.route_keys = router.param_keys
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request = Request(
             scope,
             receive,
             max_body_bytes=self.max_body_bytes,
             body_timeout=self.body_timeout,
             max_depth=self.max_depth,
-            request_id=self.ids.next(),
         )
-        self.forwarding.apply(request)
+        request.request_id = rid = self.ids.accept(request.headers.get("x-request-id"))
+        # Every line logged while this request is handled names it (logs.RequestIdFilter).
+        context = request_id.set(rid)
         try:
-            response = await self.respond(request)
+            self.forwarding.apply(request)
+            template, response = await self.answer(request)
+            response.headers.append((b"x-request-id", rid.encode()))
+            await response.send(send)
+            elapsed = time.perf_counter() - started
+            self.metrics.request(template, request.method, response.status, elapsed)
+            if self.access_log is not None:
+                self.access_log.write(request, response.status, len(response.body), elapsed)
+        finally:
+            request_id.reset(context)
+
+    async def answer(self, request: Request) -> tuple[str, Response]:
+        """The route template matched (``UNMATCHED`` when none) and the response, errors included."""
+        template = UNMATCHED
+        try:
+            route, request.path_params = self.router.match(request.method, request.path)
+            template = route.template
+            response = await self.respond(request, route)
         except HttpError as error:
             response = error_response(request, error)
         except UnstorableValue as error:
             response = error_response(request, HttpError(422, f"Invalid resource: {error}"))
         except Exception:
-            log.exception(
-                "internal error in request %s %s %s", request.request_id, request.method, request.path
-            )
+            log.exception("internal error in request %s %s", request.method, request.path)
             outcome = operation_outcome(
                 "exception", f"Internal server error; request id {request.request_id}"
             )
-            response = render(request, 500, outcome, {"X-Request-Id": request.request_id})
-        await response.send(send)
+            response = render(request, 500, outcome)
+        return template, response
 
-    async def respond(self, request: Request) -> Response:
-        route, params = self.router.match(request.method, request.path)
-        request.path_params = params
+    async def respond(self, request: Request, route: Route) -> Response:
         if route.access == "public":
             return await route.handler(request, None)
         principal = await self.authenticator.authenticate(request)
+        request.client_id = principal.client_id
         if route.access == "policy":
             if request.query_string:
                 self.refuse_route_keys_in_query(request)

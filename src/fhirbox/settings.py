@@ -75,6 +75,21 @@ def _audit_level(value: str) -> str:
     return value
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"must be text or json, got {value!r}")
+    return value
+
+
 def _proxy_list(value: str) -> str:
     """Comma-separated addresses or CIDRs, each checked; kept as a string (it is exported to workers)."""
     items = [item.strip() for item in value.split(",") if item.strip()]
@@ -173,6 +188,21 @@ class Settings:
         "Seconds between polls of the database for changes made by other server processes.",
     )
     log_level: str = _setting("info", str, "Log level: debug, info, warning or error.")
+    log_format: str = _setting(
+        "text",
+        _log_format,
+        "Format of every log line: `text` (one line of key=value fields) or `json` (one object per line).",
+    )
+    access_log: bool = _setting(
+        True,
+        _boolean,
+        "Write one access-log line per request (whatever `FHIRBOX_LOG_LEVEL`); `false` turns it off.",
+    )
+    metrics_public: bool = _setting(
+        False,
+        _boolean,
+        "Serve `GET /metrics` without credentials; otherwise it needs root or a client allowed by policy.",
+    )
     header_timeout: int = _setting(
         10,
         _positive_int,

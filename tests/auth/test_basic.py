@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import httpx
@@ -107,7 +108,10 @@ def test_first_start_without_a_secret_prints_a_generated_one_once(
     first = server_factory(env={"FHIRBOX_ROOT_CLIENT_SECRET": ""})
     printed = [line for line in first.output().splitlines() if "Generated the root client's secret" in line]
     assert len(printed) == 1
-    secret = printed[0].rsplit(f"{ROOT_ID}:", 1)[1].strip()
+    # A log line (FHIRBOX_LOG_FORMAT) whose message names the id and the generated (URL-safe) secret.
+    found = re.search(rf"{ROOT_ID}:([A-Za-z0-9_-]+)", printed[0])
+    assert found is not None
+    secret = found.group(1)
     with first.client() as http:
         assert http.get("/Patient", auth=(ROOT_ID, secret)).status_code == 200
     first.stop()

@@ -38,11 +38,12 @@ def test_a_database_password_is_not_printed_when_the_server_cannot_start(url: st
     assert DB_PASSWORD not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_token_or_authorization_header_in_a_servers_output(
-    server_factory: Callable[..., ServerProcess], database_url: str
+    server_factory: Callable[..., ServerProcess], database_url: str, log_format: str
 ) -> None:
     url = with_password(database_url)
-    server = server_factory(env={"FHIRBOX_LOG_LEVEL": "debug"}, url=url)
+    server = server_factory(env={"FHIRBOX_LOG_LEVEL": "debug", "FHIRBOX_LOG_FORMAT": log_format}, url=url)
     seen: list[str] = [SECRET, ROOT_SECRET]
     with server.client(auth=ROOT) as admin, server.client() as anyone:
         body = client_body(token_format="jwt", refresh_token=True)
@@ -59,9 +60,15 @@ def test_no_secret_token_or_authorization_header_in_a_servers_output(
         revoke = {"token": refreshed["access_token"]}
         assert anyone.post("/auth/revoke", data=revoke, auth=("api-client", SECRET)).status_code == 200
         anyone.post("/auth/token", data=grant, auth=("api-client", "a-wrong-guess"))
+        # Credentials in query strings (which the server does not read) stay out of the access log.
+        for name in ("access_token", "token", "refresh_token"):
+            anyone.get(f"/Patient?{name}={refreshed['refresh_token']}&{name}={token['access_token']}")
+        anyone.get(f"/auth/token?client_secret={SECRET}&client_assertion={token['access_token']}")
+        anyone.get(f"/no/route?ACCESS_TOKEN={token['access_token']};token={SECRET}")
     server.stop()
     output = server.log_path.read_text(errors="replace")
     assert "listening on" in output
+    assert output.count("logger=fhirbox.access" if log_format == "text" else '"fhirbox.access"') >= 12
     if DB_PASSWORD in url:
         seen.append(DB_PASSWORD)
         assert "postgres:***@" in output

@@ -12,6 +12,7 @@ from fhirbox.auth.principal import Principal
 from fhirbox.http.request import Request
 from fhirbox.http.responses import Response
 from fhirbox.http.routing import Route
+from fhirbox.logs import RequestIdFilter
 from fhirbox.storage.base import UnstorableValue
 from tests.support import basic
 
@@ -117,6 +118,7 @@ async def test_internal_error_is_a_500_outcome_with_the_request_id_in_the_log(
         raise RuntimeError("secret internal detail")
 
     app.router.add("GET", "/_test/broken", Route(broken))
+    caplog.handler.addFilter(RequestIdFilter())  # as `fhirbox serve` configures every handler
     with caplog.at_level(logging.ERROR, logger="fhirbox.request"):
         response = await root.get("/_test/broken")
     body = assert_outcome(response, 500, "exception")
@@ -124,7 +126,7 @@ async def test_internal_error_is_a_500_outcome_with_the_request_id_in_the_log(
     assert request_id in str(body["issue"])
     assert "secret internal detail" not in response.text
     assert "RuntimeError" not in response.text
-    logged = [record for record in caplog.records if request_id in record.getMessage()]
+    logged = [record for record in caplog.records if getattr(record, "request_id", None) == request_id]
     assert logged and logged[0].exc_info is not None
 
 

@@ -4,12 +4,12 @@ body is prepared for storage (validated, its secret hashed)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fhirbox.audit import Audit
 from fhirbox.auth.secrets import SecretVerifier, hash_secret
-from fhirbox.auth.throttle import FailureCounter
+from fhirbox.auth.throttle import FailureCounter, Throttled
 from fhirbox.models import ID_PATTERN
 from fhirbox.models.audit_event import (
     CLIENT_ASSERTION_REPLAYED,
@@ -26,16 +26,28 @@ from fhirbox.storage.base import Store
 _MAX_CACHED = 10_000
 
 
+def _not_counted(reason: str) -> None:
+    return None
+
+
 class ClientDirectory:
     """Looks up Clients, caching them in process; every write anywhere evicts the entry."""
 
     def __init__(
-        self, store: Store, verifier: SecretVerifier, failures: FailureCounter, audit: Audit
+        self,
+        store: Store,
+        verifier: SecretVerifier,
+        failures: FailureCounter,
+        audit: Audit,
+        *,
+        count_failure: Callable[[str], None] = _not_counted,
     ) -> None:
         self.store = store
         self.audit = audit
         self.verifier = verifier
         self.failures = failures
+        # Told the reason of every failed authentication: unknown_client, invalid_secret, throttled.
+        self.count_failure = count_failure
         self._cache: dict[str, Client | None] = {}
         # Bumped on every Client change: a lookup that overlapped a change must not cache what it read.
         self._generation = 0
@@ -79,7 +91,11 @@ class ClientDirectory:
         presented = readings[0][0] if readings else ""
         readings = [(client_id, secret) for client_id, secret in readings if ID_PATTERN.match(client_id)]
         client_ids = list(dict.fromkeys(client_id for client_id, _ in readings))
-        self.failures.check(client_ids, address)
+        try:
+            self.failures.check(client_ids, address)
+        except Throttled:
+            self.count_failure("throttled")
+            raise
         found = [(await self.get(client_id), client_id, secret) for client_id, secret in readings]
         for client, client_id, secret in found:
             if client is not None and self.verifier.remembers(client_id, secret, client.version):
@@ -87,6 +103,7 @@ class ClientDirectory:
                 return client
         if not readings:
             await self._failed([], address, presented, method, "malformed client id")
+            self.count_failure("unknown_client")
             return None
         # An unknown id is checked against a dummy hash (``verify`` with None): the same cost as a known one.
         existing = [reading for reading in found if reading[0] is not None]
@@ -98,6 +115,7 @@ class ClientDirectory:
                 return client
         reason = "invalid secret" if existing else "unknown or inactive client"
         await self._failed(client_ids, address, client_ids[0], method, reason)
+        self.count_failure("invalid_secret" if existing else "unknown_client")
         return None
 
     async def failed_elsewhere(

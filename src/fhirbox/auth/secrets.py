@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fhirbox.auth.throttle import HashBusy
+from fhirbox.metrics import NOT_COUNTED, CacheCounts
 
 _SCHEME = "scrypt"
 _N, _R, _P = 2**14, 8, 1
@@ -70,7 +71,15 @@ _DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
 class SecretVerifier:
     """Verifies client secrets, caching successes per (client, secret, client version)."""
 
-    def __init__(self, max_entries: int = 10_000, *, concurrency: int | None = None, queue: int = 32) -> None:
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        *,
+        concurrency: int | None = None,
+        queue: int = 32,
+        counts: CacheCounts = NOT_COUNTED,
+    ) -> None:
+        self.counts = counts
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
         self._max = max_entries
@@ -107,7 +116,10 @@ class SecretVerifier:
 
     def remembers(self, client_id: str, secret: str, version: int) -> bool:
         """True when this exact secret was verified for this version of the client (no hashing)."""
-        return self._cache.get(self._cache_key(client_id, secret)) == (client_id, version)
+        if self._cache.get(self._cache_key(client_id, secret)) == (client_id, version):
+            self.counts.hit()
+            return True
+        return False
 
     async def verify(self, client_id: str, secret: str, hashed: str | None, version: int) -> bool:
         """True when ``secret`` is the client's secret. ``hashed`` None means unknown client.
@@ -118,10 +130,12 @@ class SecretVerifier:
         key = self._cache_key(client_id, secret)
         cached = self._cache.get(key)
         if cached is not None and hashed is not None and cached == (client_id, version):
+            self.counts.hit()
             return True
         if hashed is None:
             await self._hash(verify_secret, secret, _DUMMY_HASH)
             return False
+        self.counts.miss()
         if not await self._hash(verify_secret, secret, hashed):
             return False
         self._cache[key] = (client_id, version)

@@ -30,6 +30,7 @@ class Request:
         "base_url",
         "body_timeout",
         "client_addr",
+        "client_id",
         "headers",
         "max_body_bytes",
         "max_depth",
@@ -49,7 +50,7 @@ class Request:
         *,
         max_body_bytes: int,
         max_depth: int,
-        request_id: str,
+        request_id: str = "",
         body_timeout: float = 30.0,
     ) -> None:
         self.scope = scope
@@ -87,6 +88,9 @@ class Request:
         # Set by the SMART scope check when the token's scopes limit which resources the request may
         # touch (``policy/scope_enforcement.py``); None: no such limit.
         self.resource_limit: ResourceLimit | None = None
+        # The client that authenticated for this request (the pipeline's principal, or the client the
+        # token or revocation endpoint authenticated), for the access log; None until one has.
+        self.client_id: str | None = None
 
     @property
     def query(self) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ class Route:
     handler: Handler
     access: Access = "policy"
     interaction: Interaction | None = None
+    # The path template the router added it under (``/{type}/{id}``): the route label of metrics.
+    template: str = ""
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class Router:
         self._constraints: dict[str, re.Pattern[str]] = {}
 
     def add(self, method: str, path: str, route: Route) -> None:
+        route = dataclasses.replace(route, template=path)
         segments = tuple(path.strip("/").split("/")) if path != "/" else ()
         if not any(s.startswith("{") for s in segments):
             self._exact.setdefault(path, {})[method] = route

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import resource
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,12 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError):  # an unlimited hard limit that the kernel caps lower (macOS)
             pass
     return soft
+
+
+def _unparsed_request_id() -> str:
+    """The id of a request answered before the application saw it (400, 431): random, as the
+    pipeline's ids are unique per process, never taken from a head that could not be read."""
+    return f"h-{secrets.token_hex(8)}"
 
 
 class HeadTooLarge(Exception):
@@ -198,16 +205,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def _invalid_request(self) -> None:
-        msg = "Invalid HTTP request received."
-        self.logger.warning(msg)
-        self.send_400_response(msg)
+        self.send_400_response("Invalid HTTP request received.")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for what httptools cannot parse, with an ``X-Request-Id`` and a log line
+        naming it (the application never sees such a request)."""
+        request_id = _unparsed_request_id()
+        self.logger.warning(msg, extra={"request_id": request_id})
+        body = msg.encode("ascii")
+        self._close_with(
+            400,
+            request_id,
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body,
+        )
 
     def _refuse_head(self) -> None:
         self.reading_head = False
-        content = [STATUS_LINE[431]]
+        request_id = _unparsed_request_id()
+        self.logger.warning("Request head too large: 431", extra={"request_id": request_id})
+        self._close_with(431, request_id, _TOO_LARGE_TAIL)
+
+    def _close_with(self, status: int, request_id: str, tail: bytes) -> None:
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
-        content.append(_TOO_LARGE_TAIL)
+        content.extend([b"x-request-id: ", request_id.encode(), b"\r\n", tail])
         self.transport.write(b"".join(content))
         self.transport.close()
 

@@ -8,6 +8,7 @@ closed Session stops its tokens at once, JWTs included. Sessions come from the i
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fhirbox.auth.authenticate import REALM, unauthorized
@@ -61,7 +62,9 @@ class BearerAuth:
         jwts: JwtTokens,
         root_client_id: str,
         clock: Clock,
+        count_failure: Callable[[str], None],
     ) -> None:
+        self.count_failure = count_failure
         self.clients = clients
         self.sessions = sessions
         self.jwts = jwts
@@ -70,12 +73,14 @@ class BearerAuth:
 
     async def verify(self, credentials: str, request: Request) -> Principal:
         if not _B64TOKEN.match(credentials):
+            self.count_failure("invalid_token")
             raise invalid_request(
                 "The Bearer credential is missing or malformed (RFC 6750 section 2.1: one token, no spaces)"
             )
         try:
             entry, client, claims = await self.resolve(credentials, request.base_url)
         except InvalidToken as exc:
+            self.count_failure("invalid_token")
             raise invalid_token(str(exc)) from None
         return Principal(
             client_id=client.id,

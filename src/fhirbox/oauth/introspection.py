@@ -55,6 +55,7 @@ class Introspection:
         try:
             oauth = await read_oauth_request(request)
             caller = await self.client_auth.authenticate(oauth)
+            request.client_id = caller.id
             token = oauth.get("token")
             if token is None:
                 raise InvalidRequest("token is required")

@@ -88,6 +88,7 @@ class Revocation:
         try:
             oauth = await read_oauth_request(request)
             client = await self.client_auth.authenticate(oauth)
+            request.client_id = client.id
             token = oauth.get("token")
             if token is None:
                 raise InvalidRequest("token is required")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhirbox.clock import Clock
+from fhirbox.metrics import NOT_COUNTED, CacheCounts
 from fhirbox.models.session import SESSION, Session
 from fhirbox.storage.base import UNCHANGED, Attach, Filter, SearchQuery, Store, Stored
 
@@ -44,8 +45,11 @@ class SessionCache:
     change-poll interval, so a revocation anywhere is seen here well within a second.
     """
 
-    def __init__(self, store: Store, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, store: Store, max_entries: int = 100_000, *, counts: CacheCounts = NOT_COUNTED
+    ) -> None:
         self.store = store
+        self.counts = counts
         self.max_entries = max_entries
         self._entries: OrderedDict[str, CachedSession] = OrderedDict()
         self._writes = 0
@@ -70,7 +74,9 @@ class SessionCache:
         entry = self._entries.get(session_id)
         if entry is not None:
             self._entries.move_to_end(session_id)
+            self.counts.hit()
             return entry
+        self.counts.miss()
         writes = self._writes
         stored = await self.store.read(SESSION, session_id)
         if stored is None or stored.deleted:
@@ -146,6 +152,12 @@ async def close_client_sessions(
         # A full page that closed nothing holds Sessions no close applies to: searching again finds them.
         if len(page.resources) < _CLOSE_PAGE or closed_now == 0:
             return closed
+
+
+async def count_active_sessions(store: Store) -> int:
+    """Sessions not closed (``active``), expired ones included until closed or purged."""
+    page = await store.search(SESSION, SearchQuery(filters=(Filter(("active",), "true"),), limit=1))
+    return page.total
 
 
 class SessionPurge:

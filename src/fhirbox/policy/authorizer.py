@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fhirbox.auth.principal import Principal
@@ -11,6 +12,10 @@ from fhirbox.http.routing import Route
 from fhirbox.policy.cache import PolicyCache
 from fhirbox.policy.compile import CompiledPolicy
 from fhirbox.policy.request_object import WRITE_METHODS, RequestView
+
+
+def _not_counted(result: str) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +34,19 @@ class PolicyAuthorizer:
     means 403 with Aidbox's ``forbidden`` OperationOutcome. Unauthenticated requests never get here.
     """
 
-    def __init__(self, cache: PolicyCache) -> None:
+    def __init__(self, cache: PolicyCache, count_decision: Callable[[str], None] = _not_counted) -> None:
         self.cache = cache
+        # Told every decision of the pipeline: "root", "allowed" or "denied".
+        self.count_decision = count_decision
 
     async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
         if principal.is_root:
+            self.count_decision("root")
             return
         if not (await self.decide(request, principal)).allowed:
+            self.count_decision("denied")
             raise HttpError(403, "Forbidden")
+        self.count_decision("allowed")
 
     async def decide(self, request: Request, principal: Principal) -> Decision:
         """The decision for ``principal`` making ``request`` (also what ``fhirbox policy check`` says)."""

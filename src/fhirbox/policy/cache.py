@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from fhirbox.metrics import NOT_COUNTED, CacheCounts
 from fhirbox.models.client import CLIENT
 from fhirbox.policy.compile import ACCESS_POLICY, CompiledPolicy, compile_policy
 from fhirbox.policy.rule import PolicyError
@@ -31,8 +32,9 @@ class ClientPolicies:
 
 
 class PolicyCache:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, counts: CacheCounts = NOT_COUNTED) -> None:
         self.store = store
+        self.counts = counts
         self._policies: dict[str, CompiledPolicy] = {}
         self._by_client: dict[str, ClientPolicies] = {}
         self._stale: set[str] = set()
@@ -51,7 +53,10 @@ class PolicyCache:
         if self._stale or self._reload_all or self._lock.locked():
             await self.refresh()
         cached = self._by_client.get(client_id)
-        if cached is None:
+        if cached is not None:
+            self.counts.hit()
+        else:
+            self.counts.miss()
             cached = self._collect(client_id)
             if len(self._by_client) >= _MAX_CLIENTS:
                 self._by_client.clear()

@@ -350,6 +350,10 @@ class SearchSql(ABC):
 ChangeListener = Callable[[str, str], None]
 
 
+def _unobserved(seconds: float, writes: int) -> None:
+    return None
+
+
 @dataclass
 class _Listeners:
     callbacks: list[ChangeListener] = field(default_factory=list)
@@ -368,6 +372,12 @@ class Store(ABC):
     def __init__(self) -> None:
         self._listeners = _Listeners()
         self._feed_task: asyncio.Task[None] | None = None
+        self._commit_observer: Callable[[float, int], None] = _unobserved
+
+    def observe_commits(self, observer: Callable[[float, int], None]) -> None:
+        """Tell ``observer`` the duration in seconds and the number of writes of every write
+        transaction committed (it may be called from the store's writer thread)."""
+        self._commit_observer = observer
 
     # -- lifecycle -------------------------------------------------------------------------------
     @abstractmethod

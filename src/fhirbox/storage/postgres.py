@@ -391,7 +391,9 @@ class PostgresStore(Store):
         """Commit ``batch`` in one transaction (the writer's commit path): on a database error, each
         write is committed alone, so one bad write fails only itself."""
         try:
+            started = time.perf_counter()
             await self._commit(batch)
+            self._commit_observer(time.perf_counter() - started, len(batch))
         except _NUL_ERRORS as error:
             if len(batch) == 1:
                 _fail(batch[0], UnstorableValue(_NUL_MESSAGE), error)

@@ -18,6 +18,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,7 +355,9 @@ class SQLiteStore(Store):
                     stopping = True
                     break
                 batch.append(nxt)
+            started = time.perf_counter()
             outcomes = self._commit(conn, batch)
+            self._commit_observer(time.perf_counter() - started, len(batch))
             if outcomes is None:
                 # The database failed the batch as a whole: retry each write alone.
                 outcomes = []

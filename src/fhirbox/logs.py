@@ -1,0 +1,242 @@
+"""Every log line of the server in one format, the request id in each, and the access log.
+
+``FHIRBOX_LOG_FORMAT`` picks the format of every line the process writes through ``logging``
+(fhirbox's loggers, uvicorn's, the access log): ``text``, one line of ``key=value`` fields, or
+``json``, one JSON object per line. ``logging_config`` is the ``dictConfig`` that ``fhirbox serve``
+gives uvicorn, which applies it in the server process and again in each worker process.
+
+The pipeline sets ``request_id`` (a context variable) for the request it handles; ``RequestIdFilter``
+copies it into every record logged meanwhile, so each line about a request names it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote_plus
+
+import orjson
+
+if TYPE_CHECKING:
+    from fhirbox.http.request import Request
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+ACCESS_LOGGER = "fhirbox.access"
+# The server's own announcements (listening, generated secrets): written whatever the log level.
+SERVER_LOGGER = "fhirbox.server"
+
+# Query parameters whose values are credentials: written as ``***`` in the access log.
+SECRET_PARAMETERS = frozenset({"access_token", "token", "client_secret", "client_assertion", "refresh_token"})
+_REDACTED = "***"
+_SEPARATORS = re.compile(r"([&;])")
+
+
+def redact_query(query: str) -> str:
+    """``query`` with the values of ``SECRET_PARAMETERS`` replaced by ``***``.
+
+    Names are compared after form-decoding (``acc%65ss_token`` is ``access_token``), matched without
+    regard to case, and each pair is kept as sent otherwise. Nothing in ``query`` can make this fail.
+    """
+    if "=" not in query:
+        return query
+    # Split on ";" as well as "&": the server reads only "&", but a client that separates with ";"
+    # still sent its secret, and it must not reach the log.
+    parts = _SEPARATORS.split(query)
+    for n in range(0, len(parts), 2):
+        name, sep, _ = parts[n].partition("=")
+        if sep and _parameter_name(name) in SECRET_PARAMETERS:
+            parts[n] = f"{name}={_REDACTED}"
+    return "".join(parts)
+
+
+def _parameter_name(raw: str) -> str:
+    if "%" not in raw and "+" not in raw:
+        return raw.lower()
+    # ``errors="replace"``: an undecodable name is some other name, never an exception.
+    return unquote_plus(raw, errors="replace").strip().lower()
+
+
+def access_path(path: str, query: str) -> str:
+    """The request target as the access log writes it: path and redacted query, percent-encoded
+    where the raw text could break a line (controls, spaces, quotes, non-ASCII)."""
+    target = path if not query else f"{path}?{redact_query(query)}"
+    if _SAFE_TARGET.fullmatch(target):
+        return target
+    return quote(target, safe="/?&=%:@!$'()*+,;-._~", errors="backslashreplace")
+
+
+_SAFE_TARGET = re.compile(r"[A-Za-z0-9/?&=%:@!$'()*+,;._~-]*")
+
+
+class AccessLog:
+    """Writes one line per request to ``ACCESS_LOGGER`` once its response is sent."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+
+    def write(self, request: Request, status: int, size: int, seconds: float) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        fields = {
+            "remote_addr": request.client_addr or "-",
+            "method": request.method,
+            "path": access_path(request.path, request.query_string),
+            "status": status,
+            "bytes": size,
+            "duration_ms": round(seconds * 1000, 3),
+            "client_id": request.client_id or "-",
+        }
+        # A record made here and handed to the logger: ``logger.info`` would also walk the stack to
+        # find its caller, which costs more than the rest of the line.
+        record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
+        record.fields = fields
+        record.request_id = request.request_id
+        logger.handle(record)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` (the request being handled, or None) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id.get()
+        return True
+
+
+class _Clock:
+    """ISO 8601 UTC times with milliseconds; the date and time to the second formatted once a second."""
+
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def iso(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.second = second
+        return f"{self.prefix}.{int((created - second) * 1000):03d}Z"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any] | None:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, ``request_id`` when
+    there is one, the record's fields (the access log's), and ``exception`` with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.clock.iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid is not None:
+            line["request_id"] = rid
+        fields = _fields(record)
+        if fields:
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+# A text value is written bare when it has none of: space, quote, equals sign, backslash, controls.
+_BARE = re.compile(r"[^\s\"=\\\x00-\x1f\x7f]+")
+
+
+def _text_value(value: Any) -> str:
+    if type(value) is int or type(value) is float:
+        return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if _BARE.fullmatch(text):
+        return text
+    # JSON string escaping: quotes, backslashes, newlines and controls escaped; one line always.
+    return orjson.dumps(text).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """One line of ``key=value`` fields: ``time level logger request_id message`` then the record's
+    fields; a value with spaces, quotes or line breaks is quoted and escaped as a JSON string."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [
+            f"time={self.clock.iso(record.created)}",
+            f"level={record.levelname}",
+            f"logger={_text_value(record.name)}",
+        ]
+        rid = getattr(record, "request_id", None)
+        if rid is not None:
+            parts.append(f"request_id={_text_value(rid)}")
+        parts.append(f"message={_text_value(record.getMessage())}")
+        fields = _fields(record)
+        if fields:
+            bare = _BARE.fullmatch
+            for key, value in fields.items():
+                # Inline fast paths: the access log's values are mostly numbers and plain words.
+                if type(value) is int or (type(value) is str and bare(value)):
+                    parts.append(f"{key}={value}")
+                else:
+                    parts.append(f"{key}={_text_value(value)}")
+        if record.exc_info:
+            parts.append(f"exception={_text_value(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"text": TextFormatter, "json": JsonFormatter}
+
+
+def logging_config(log_format: str, level: str) -> dict[str, Any]:
+    """The ``logging.config.dictConfig`` of a server process: every logger to one stderr handler
+    in ``log_format``; the access log and the server's announcements at INFO whatever ``level``."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "formatter": "line",
+        "filters": ["request_id"],
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"line": {"()": FORMATTERS[log_format]}},
+        "handlers": {"line": handler},
+        "root": {"handlers": ["line"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level.upper(), "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level.upper(), "propagate": True},
+            # The access log is fhirbox's own (ACCESS_LOGGER); uvicorn's is never written.
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            ACCESS_LOGGER: {"level": "INFO"},
+            SERVER_LOGGER: {"level": "INFO"},
+        },
+    }
+
+
+def configure(log_format: str, level: str) -> None:
+    """Apply ``logging_config`` to this process (the ``serve`` command before uvicorn starts)."""
+    import logging.config
+
+    logging.config.dictConfig(logging_config(log_format, level))
+    logging.captureWarnings(True)
+    # No format shows them, and each record would look them up (the access log makes one a request).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
