@@ -34,6 +34,7 @@ from fhirbox.oauth.grants.client_credentials import ClientCredentialsGrant
 from fhirbox.oauth.grants.refresh_token import RefreshTokenGrant
 from fhirbox.oauth.introspection import Introspection
 from fhirbox.oauth.jwks_fetch import JwksFetcher
+from fhirbox.oauth.key_encryption import KeyEncryption
 from fhirbox.oauth.keys import KEY_TYPE, KeyRing
 from fhirbox.oauth.revocation import Revocation
 from fhirbox.oauth.sessions import SessionCache, SessionPurge
@@ -79,7 +80,8 @@ def create_app(
     verifier = SecretVerifier(concurrency=settings.hash_concurrency, queue=settings.hash_queue)
     failures = FailureCounter(settings.auth_failure_limit, settings.auth_failure_window, clock)
     clients = ClientDirectory(store, verifier, failures, audit)
-    keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, audit)
+    encryption = KeyEncryption(settings.key_encryption_key, settings.key_encryption_key_previous)
+    keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, encryption, audit)
     jwts = JwtTokens(keys, base_url)
     sessions = SessionCache(store)
     bearer = BearerAuth(clients, sessions, jwts, settings.root_client_id, clock)
@@ -179,6 +181,7 @@ def create_app(
         pipeline,
         authorizer=authorizer,
         root=root,
+        keys=keys,
         on_start=[root.ensure, keys.start, purge.start, audit_purge.start, policies.refresh],
         on_stop=[purge.stop, audit_purge.stop],
     )
@@ -195,6 +198,7 @@ class App:
         *,
         authorizer: PolicyAuthorizer,
         root: RootClient,
+        keys: KeyRing,
         on_start: Sequence[Hook],
         on_stop: Sequence[Hook],
     ) -> None:
@@ -205,6 +209,7 @@ class App:
         self.router = pipeline.router
         self.authorizer = authorizer
         self.root = root
+        self.keys = keys
         self.on_start = list(on_start)
         self.on_stop = list(on_stop)
 
