@@ -4,7 +4,6 @@ through real subprocesses (``python -m fhirbox``, as an operator would run it)."
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sqlite3
 import subprocess
@@ -17,32 +16,16 @@ import asyncpg
 import pytest
 
 from fhirbox.settings import SETTINGS
-from tests.support import REPO, ROOT_SECRET, ServerProcess, _pg_execute, postgres_base_url
+from tests.support import (
+    ROOT_SECRET,
+    ServerProcess,
+    _pg_execute,
+    one_line_error,
+    postgres_base_url,
+    run_fhirbox,
+)
 
 DB_PASSWORD = "Db-Pa55word-never-shown"
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """``python -m fhirbox ARGS`` with the test environment's FHIRBOX_* variables cleared."""
-    environ = {name: value for name, value in os.environ.items() if not name.startswith("FHIRBOX_")}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "fhirbox", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=60, env=environ,
-    )  # fmt: skip
-
-
-def one_line_error(done: subprocess.CompletedProcess[str], status: int, *expected: str) -> str:
-    """Assert ``done`` failed with ``status``, one line on stderr, no traceback, nothing on stdout."""
-    assert done.returncode == status, (done.returncode, done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("fhirbox: ")
-    for text in expected:
-        assert text in lines[0]
-    assert "listening" not in done.stdout + done.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -75,19 +58,21 @@ def one_line_error(done: subprocess.CompletedProcess[str], status: int, *expecte
 def test_a_bad_flag_or_variable_is_one_line_and_exit_2_before_anything_listens(
     tmp_path: Path, args: list[str], env: dict[str, str], expected: list[str]
 ) -> None:
-    done = run("serve", *args, env=env, cwd=tmp_path)
+    done = run_fhirbox("serve", *args, env=env, cwd=tmp_path)
     one_line_error(done, 2, *expected)
     assert list(tmp_path.iterdir()) == []  # sqlite:/x.db used to create ./x.db with a new root secret
 
 
 def test_a_bad_database_url_never_shows_its_password(tmp_path: Path) -> None:
-    done = run("serve", "--database", f"mysql://u:{DB_PASSWORD}@h/db", cwd=tmp_path)
+    done = run_fhirbox("serve", "--database", f"mysql://u:{DB_PASSWORD}@h/db", cwd=tmp_path)
     line = one_line_error(done, 2, "--database", "mysql://u:***@h/db")
     assert DB_PASSWORD not in line
 
 
 def test_a_secret_variable_with_a_bad_value_is_not_echoed(tmp_path: Path) -> None:
-    done = run("settings", env={"FHIRBOX_KEY_ENCRYPTION_KEY": "not-32-bytes-but-secret"}, cwd=tmp_path)
+    done = run_fhirbox(
+        "settings", env={"FHIRBOX_KEY_ENCRYPTION_KEY": "not-32-bytes-but-secret"}, cwd=tmp_path
+    )
     assert "not-32-bytes-but-secret" not in one_line_error(done, 2, "FHIRBOX_KEY_ENCRYPTION_KEY")
 
 
@@ -102,10 +87,10 @@ def test_a_secret_variable_with_a_bad_value_is_not_echoed(tmp_path: Path) -> Non
 )
 def test_keys_and_policy_never_create_a_sqlite_database(tmp_path: Path, command: list[str]) -> None:
     key = {"FHIRBOX_KEY_ENCRYPTION_KEY": "A" * 43 + "="}
-    done = run(*command, env=key, cwd=tmp_path)
+    done = run_fhirbox(*command, env=key, cwd=tmp_path)
     one_line_error(done, 1, "no SQLite database at var/fhirbox.db")
     elsewhere = tmp_path / "elsewhere.db"
-    done = run(*command, "--database", f"sqlite:///{elsewhere}", env=key, cwd=tmp_path)
+    done = run_fhirbox(*command, "--database", f"sqlite:///{elsewhere}", env=key, cwd=tmp_path)
     one_line_error(done, 1, f"no SQLite database at {elsewhere}")
     assert list(tmp_path.iterdir()) == []
 
@@ -113,7 +98,7 @@ def test_keys_and_policy_never_create_a_sqlite_database(tmp_path: Path, command:
 def test_keys_list_refuses_a_sqlite_file_without_fhirbox_tables(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
-    done = run("keys", "list", "--database", f"sqlite:///{other}")
+    done = run_fhirbox("keys", "list", "--database", f"sqlite:///{other}")
     one_line_error(done, 1, "holds no fhirbox tables")
     tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master").fetchall()
     assert tables == [("t",)]
@@ -128,13 +113,13 @@ def test_keys_and_policy_never_create_a_postgresql_database_or_tables(command: l
     server = base.split("?", 1)[0].rsplit("/", 1)[0]
     missing = f"fhirbox_missing_{uuid.uuid4().hex[:8]}"
     one_line_error(
-        run(*command, "--database", f"{server}/{missing}"), 1, f'database "{missing}" does not exist'
+        run_fhirbox(*command, "--database", f"{server}/{missing}"), 1, f'database "{missing}" does not exist'
     )
     schema = f"t_{uuid.uuid4().hex[:12]}"
     asyncio.run(_pg_execute(base, f"CREATE SCHEMA {schema}"))
     try:
         empty = f"{base}{'&' if '?' in base else '?'}search_path={schema}"
-        one_line_error(run(*command, "--database", empty), 1, "holds no fhirbox tables", schema)
+        one_line_error(run_fhirbox(*command, "--database", empty), 1, "holds no fhirbox tables", schema)
         tables = asyncio.run(_tables(base, schema))
         assert tables == []
     finally:
@@ -156,7 +141,7 @@ async def _tables(url: str, schema: str) -> list[str]:
 )
 def test_an_unreachable_postgresql_server_is_one_line_without_its_password(command: list[str]) -> None:
     url = f"postgresql://fhirbox:{DB_PASSWORD}@127.0.0.1:1/fhirbox"  # nothing listens on port 1
-    done = run(*command, "--database", url)
+    done = run_fhirbox(*command, "--database", url)
     line = one_line_error(done, 1, "cannot", "postgresql://fhirbox:***@127.0.0.1:1/fhirbox")
     assert DB_PASSWORD not in line
 
@@ -166,7 +151,7 @@ def test_a_busy_port_is_one_line_and_no_listening(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = run("serve", "--port", str(port), "--database", f"sqlite:///{tmp_path}/db.sqlite")
+        done = run_fhirbox("serve", "--port", str(port), "--database", f"sqlite:///{tmp_path}/db.sqlite")
     one_line_error(done, 1, f"cannot listen on 127.0.0.1:{port}", "in use")
     assert not (tmp_path / "db.sqlite").exists()  # refused before the database was touched
 
@@ -188,7 +173,7 @@ def test_a_database_migrated_by_a_newer_fhirbox_is_refused_naming_both_versions(
     steps = migrations.SQLITE if database_url.startswith("sqlite") else migrations.POSTGRES
     known = max(version for version, _ in steps)
     asyncio.run(_record_version(database_url, known + 5))
-    done = run(*command, "--database", database_url, env={"FHIRBOX_ROOT_CLIENT_SECRET": ROOT_SECRET})
+    done = run_fhirbox(*command, "--database", database_url, env={"FHIRBOX_ROOT_CLIENT_SECRET": ROOT_SECRET})
     one_line_error(done, 1, f"schema is version {known + 5}", f"the version {known} this fhirbox knows")
 
 
@@ -205,7 +190,7 @@ async def _record_version(database_url: str, version: int) -> None:
 
 
 def test_version_and_python_dash_m_work_like_the_command() -> None:
-    done = run("--version")
+    done = run_fhirbox("--version")
     assert done.returncode == 0 and done.stdout.startswith("fhirbox ")
     installed = subprocess.run(
         [str(Path(sys.executable).parent / "fhirbox"), "--version"],
@@ -214,7 +199,7 @@ def test_version_and_python_dash_m_work_like_the_command() -> None:
         timeout=60,
     )
     assert installed.stdout == done.stdout
-    assert "Usage: fhirbox" in run("--help").stdout
+    assert "Usage: fhirbox" in run_fhirbox("--help").stdout
 
 
 def test_settings_shows_effective_values_beside_defaults_and_hides_secrets() -> None:
@@ -224,7 +209,7 @@ def test_settings_shows_effective_values_beside_defaults_and_hides_secrets() -> 
         "FHIRBOX_KEY_ENCRYPTION_KEY": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
         "FHIRBOX_DATABASE_URL": f"postgresql://fhirbox:{DB_PASSWORD}@db.internal/fhirbox",
     }
-    done = run("settings", env=env)
+    done = run_fhirbox("settings", env=env)
     assert done.returncode == 0, done.stderr
     rows = {line.split(" | ")[0].strip("| `"): line for line in done.stdout.splitlines()}
     assert rows["FHIRBOX_PORT"] == "| `FHIRBOX_PORT` | `9090` | `8080` |"
@@ -234,5 +219,5 @@ def test_settings_shows_effective_values_beside_defaults_and_hides_secrets() -> 
     for secret in ("root-secret-never-shown", "QUFBQUFB", DB_PASSWORD):
         assert secret not in done.stdout
     assert all(setting.env in rows for setting in SETTINGS)
-    defaults = run("settings", "--defaults", env=env).stdout
+    defaults = run_fhirbox("settings", "--defaults", env=env).stdout
     assert "| Variable | Default | Meaning |" in defaults and "9090" not in defaults
