@@ -19,7 +19,6 @@ from tests.oauth.support import client_body
 from tests.oauth.test_keys import accepted, issue
 from tests.support import ROOT, ROOT_SECRET, ServerProcess, one_line_error, run_fhirbox
 
-
 # Tokens must outlive a restart on another port: one issuer for every server of a test.
 BASE = {"FHIRBOX_BASE_URL": "http://fhirbox.test"}
 
