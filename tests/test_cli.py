@@ -221,3 +221,32 @@ def test_settings_shows_effective_values_beside_defaults_and_hides_secrets() -> 
     assert all(setting.env in rows for setting in SETTINGS)
     defaults = run_fhirbox("settings", "--defaults", env=env).stdout
     assert "| Variable | Default | Meaning |" in defaults and "9090" not in defaults
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["serve", "--port", "0"]])
+def test_an_unusable_sqlite_file_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    for url, expected in [
+        (f"sqlite:///{garbage}", "file is not a database"),
+        (f"sqlite:///{tmp_path}/{'a' * 300}/x.db", "File name too long"),
+    ]:
+        one_line_error(run_fhirbox(*command, "--database", url, cwd=tmp_path), 1, "cannot", expected)
+    assert garbage.read_bytes() == b"not a database" * 100
+
+
+def test_an_unforeseen_error_is_still_one_line_without_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from fhirbox import cli
+
+    def broken() -> str:
+        raise RuntimeError(f"lost postgresql://fhirbox:{DB_PASSWORD}@db/fhirbox\nsecond line")
+
+    monkeypatch.setattr(cli, "settings_table", broken)
+    result = CliRunner().invoke(cli.main, ["settings", "--defaults"], env={"FHIRBOX_LOG_LEVEL": "info"})
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "fhirbox: unexpected error: RuntimeError: lost postgresql://fhirbox:***@db/fhirbox second line "
+        "(FHIRBOX_LOG_LEVEL=debug shows where)"
+    ]

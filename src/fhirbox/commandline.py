@@ -8,6 +8,7 @@ opened, a key that cannot be decrypted). No traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from typing import Any
 import click
 from click.decorators import FC
 
-from fhirbox.settings import SETTINGS_BY_NAME, Settings, redact
+from fhirbox.settings import SETTINGS_BY_NAME, Settings, redact, redact_any_urls
 from fhirbox.storage import open_store
 from fhirbox.storage.base import Store, StoreUnavailable
 
@@ -49,6 +50,15 @@ class CommandGroup(click.Group):
             sys.exit(exc.status if isinstance(exc, CommandError) else exc.exit_code)
         except KeyboardInterrupt:
             sys.exit(130)
+        except Exception as exc:
+            # A failure no command foresaw: still one line (the traceback at FHIRBOX_LOG_LEVEL=debug).
+            if os.environ.get("FHIRBOX_LOG_LEVEL", "").lower() == "debug":
+                raise
+            message = redact_any_urls(_one_line(f"{type(exc).__name__}: {exc}"))
+            click.echo(
+                f"fhirbox: unexpected error: {message} (FHIRBOX_LOG_LEVEL=debug shows where)", err=True
+            )
+            sys.exit(FAILURE)
         # standalone_mode=False returns the exit code of click's own exits (--help, --version).
         sys.exit(result if isinstance(result, int) else 0)
 

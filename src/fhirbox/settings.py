@@ -347,6 +347,15 @@ def redacted_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
 
 
+# Any URL's password in free text (user information, or a password parameter).
+_ANY_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s]*:)[^/?#@\s]*@")
+
+
+def redact_any_urls(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***`` (for messages about unknown URLs)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _ANY_URL_PASSWORD.sub(r"\1***@", text))
+
+
 def redact(text: str, url: str) -> str:
     """``text`` (e.g. an error message) with ``url`` and its passwords redacted wherever they appear."""
     text = text.replace(url, redacted_url(url))

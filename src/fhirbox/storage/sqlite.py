@@ -200,9 +200,9 @@ class SQLiteStore(Store):
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
-        if self.path != ":memory:" and not create and not Path(self.path).is_file():
-            raise StoreUnavailable(f"no SQLite database at {self.path} (`fhirbox serve` creates it)")
         try:
+            if self.path != ":memory:" and not create and not Path(self.path).is_file():
+                raise StoreUnavailable(f"no SQLite database at {self.path} (`fhirbox serve` creates it)")
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             writer = _connect(self.path)
