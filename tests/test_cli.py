@@ -137,7 +137,12 @@ async def _tables(url: str, schema: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "command",
-    [["keys", "list"], ["keys", "rotate"], ["policy", "check", "--client", "c", "GET", "/"], ["serve"]],
+    [
+        ["keys", "list"],
+        ["keys", "rotate"],
+        ["policy", "check", "--client", "c", "GET", "/"],
+        ["serve", "--port", "0"],
+    ],
 )
 def test_an_unreachable_postgresql_server_is_one_line_without_its_password(command: list[str]) -> None:
     url = f"postgresql://fhirbox:{DB_PASSWORD}@127.0.0.1:1/fhirbox"  # nothing listens on port 1
@@ -163,7 +168,7 @@ def test_listening_is_printed_once_the_port_is_bound(server: ServerProcess) -> N
         other.bind(("127.0.0.1", server.port))
 
 
-@pytest.mark.parametrize("command", [["serve"], ["keys", "list"]])
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["keys", "list"]])
 def test_a_database_migrated_by_a_newer_fhirbox_is_refused_naming_both_versions(
     database_url: str, server_factory: Callable[..., ServerProcess], command: list[str]
 ) -> None:
