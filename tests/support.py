@@ -50,6 +50,31 @@ WAIT_TIMEOUT = 10.0
 WAIT_INTERVAL = 0.05
 
 
+def run_fhirbox(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    """``python -m fhirbox ARGS`` with the test environment's FHIRBOX_* variables cleared."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("FHIRBOX_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "fhirbox", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=60, env=environ,
+    )  # fmt: skip
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], status: int, *expected: str) -> str:
+    """Assert ``done`` failed with ``status``, one line on stderr, no traceback, nothing on stdout."""
+    assert done.returncode == status, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("fhirbox: ")
+    for text in expected:
+        assert text in lines[0]
+    assert "listening" not in done.stdout + done.stderr
+    return lines[0]
+
+
 def basic(client_id: str, secret: str) -> dict[str, str]:
     token = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     return {"Authorization": f"Basic {token}"}

@@ -36,6 +36,7 @@ from fhirbox.oauth.grants.client_credentials import ClientCredentialsGrant
 from fhirbox.oauth.grants.refresh_token import RefreshTokenGrant
 from fhirbox.oauth.introspection import Introspection
 from fhirbox.oauth.jwks_fetch import JwksFetcher
+from fhirbox.oauth.key_encryption import KeyEncryption
 from fhirbox.oauth.keys import KEY_TYPE, KeyRing
 from fhirbox.oauth.revocation import Revocation
 from fhirbox.oauth.sessions import SessionCache, SessionPurge, count_active_sessions
@@ -86,7 +87,8 @@ def create_app(
     )
     failures = FailureCounter(settings.auth_failure_limit, settings.auth_failure_window, clock)
     clients = ClientDirectory(store, verifier, failures, audit, count_failure=metrics.auth_failure)
-    keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, audit)
+    encryption = KeyEncryption(settings.key_encryption_key, settings.key_encryption_key_previous)
+    keys = KeyRing(store, settings.signing_alg, settings.signing_key_file, expiration, encryption, audit)
     jwts = JwtTokens(keys, base_url)
     sessions = SessionCache(store, counts=metrics.cache("session"))
     bearer = BearerAuth(clients, sessions, jwts, settings.root_client_id, clock, metrics.auth_failure)
@@ -192,6 +194,7 @@ def create_app(
         authorizer=authorizer,
         root=root,
         metrics=metrics,
+        keys=keys,
         on_start=[root.ensure, keys.start, purge.start, audit_purge.start, policies.refresh],
         on_stop=[purge.stop, audit_purge.stop],
     )
@@ -209,6 +212,7 @@ class App:
         authorizer: PolicyAuthorizer,
         root: RootClient,
         metrics: Metrics,
+        keys: KeyRing,
         on_start: Sequence[Hook],
         on_stop: Sequence[Hook],
     ) -> None:
@@ -220,6 +224,7 @@ class App:
         self.authorizer = authorizer
         self.root = root
         self.metrics = metrics
+        self.keys = keys
         self.on_start = list(on_start)
         self.on_stop = list(on_stop)
 

@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
 
 import click
 
 from fhirbox import logs
-from fhirbox.commandline import load_settings, setting_option
+from fhirbox.commandline import (
+    FAILURE,
+    USAGE,
+    CommandError,
+    CommandGroup,
+    load_settings,
+    setting_option,
+)
 from fhirbox.oauth.commands import keys_group
 from fhirbox.policy.commands import policy_group
-from fhirbox.settings import SETTINGS, Settings, redact, redacted_url, settings_table
+from fhirbox.settings import (
+    SETTINGS,
+    Settings,
+    effective_settings_table,
+    redact,
+    redacted_url,
+    settings_table,
+)
+
+log = logging.getLogger("fhirbox")
 
 
 def export(settings: Settings) -> None:
@@ -27,7 +47,8 @@ def export(settings: Settings) -> None:
             os.environ[setting.env] = str(value)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version("fhirbox"), "--version", prog_name="fhirbox", message="%(prog)s %(version)s")
 def main() -> None:
     """fhirbox: a FHIR-style resource server with an OAuth 2.0 authorization server for machine clients.
 
@@ -35,14 +56,23 @@ def main() -> None:
     """
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What the first start (in this process, before the workers) found out."""
+
+    generated_root_secret: str | None
+    unencrypted_keys: list[str]
+
+
 @main.command()
 @setting_option("--host", "host")
 @setting_option("--port", "port")
 @setting_option("--database", "database_url")
 @setting_option("--workers", "workers")
-def serve(host: str | None, port: int | None, database_url: str | None, workers: int | None) -> None:
+def serve(host: str | None, port: str | None, database_url: str | None, workers: str | None) -> None:
     """Start the HTTP server. Flags win over the environment; SIGTERM or Ctrl-C stop it cleanly."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from fhirbox.app import create_app
     from fhirbox.http.server import PROTOCOL, raise_open_file_limit
@@ -53,23 +83,34 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     logs.configure(settings.log_format, settings.log_level)
     announce = logging.getLogger(logs.SERVER_LOGGER)
 
-    async def prepare() -> str | None:
+    # Bound first: a port in use is refused before the database is touched, and "listening" below is
+    # printed only once the socket every server process will serve is bound.
+    sock = bind(settings.host, settings.port)
+    settings = dataclasses.replace(settings, port=sock.getsockname()[1])  # --port 0: the port chosen
+
+    async def prepare() -> Prepared:
         app = create_app(settings)
         await app.startup()
         await app.shutdown()
-        return app.generated_root_secret
+        return Prepared(app.generated_root_secret, app.keys.unencrypted)
 
     try:
-        secret = asyncio.run(prepare())
+        prepared = asyncio.run(prepare())
     except Exception as exc:
-        click.echo(f"fhirbox: cannot start: {redact(str(exc), settings.database_url)}", err=True)
-        sys.exit(1)
-    if secret:
+        sock.close()
+        raise CommandError(f"cannot start: {redact(str(exc), settings.database_url)}") from None
+    if prepared.generated_root_secret:
         announce.warning(
             "Generated the root client's secret (shown only this once): %s:%s. "
             "Set FHIRBOX_ROOT_CLIENT_SECRET to choose your own.",
             settings.root_client_id,
-            secret,
+            prepared.generated_root_secret,
+        )
+    if prepared.unencrypted_keys:
+        log.warning(
+            "%d private signing key(s) are stored unencrypted in the database (and in its backups): "
+            "set FHIRBOX_KEY_ENCRYPTION_KEY and run `fhirbox keys encrypt`",
+            len(prepared.unencrypted_keys),
         )
     export(settings)
     raise_open_file_limit()  # before uvicorn starts: worker processes inherit it
@@ -80,12 +121,12 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     # normal exit (status 0) instead of death by signal.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda signum, frame: None)
-    uvicorn.run(
+    config = uvicorn.Config(
         "fhirbox.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers if settings.workers > 1 else None,
+        workers=settings.workers,
         loop="uvloop",
         log_config=log_config,
         # httptools with bounded heads, head and keep-alive timeouts and a connection cap (from settings)
@@ -97,8 +138,17 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         proxy_headers=False,  # forwarded headers are fhirbox's to trust (FHIRBOX_TRUSTED_PROXIES)
         timeout_graceful_shutdown=30,
     )
-    if metrics_dir is not None:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    try:
+        if settings.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server = uvicorn.Server(config)
+            server.run(sockets=[sock])
+            if not server.started:
+                sys.exit(FAILURE)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _metrics_directory(workers: int) -> str | None:
@@ -114,10 +164,57 @@ def _metrics_directory(workers: int) -> str | None:
     return directory
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a port in use (or a host that is not ours) is one line, exit 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 @main.command("settings")
-def show_settings() -> None:
-    """List every setting with its environment variable, default and meaning (Markdown)."""
-    click.echo(settings_table())
+@click.option(
+    "--defaults", is_flag=True, help="Print every setting's default and meaning (the README table)."
+)
+def show_settings(defaults: bool) -> None:
+    """Show each setting's effective value (from the environment) beside its default; secrets as ***."""
+    if defaults:
+        click.echo(settings_table())
+        return
+    click.echo(effective_settings_table(load_settings()))
+
+
+@main.command("backup")
+@setting_option("--database", "database_url")
+@click.argument("path", type=click.Path(dir_okay=False))
+def backup(database_url: str | None, path: str) -> None:
+    """Copy the SQLite database to PATH (a new file) while the server runs: a consistent snapshot,
+    checked with integrity_check. For PostgreSQL use pg_dump."""
+    from fhirbox.storage.sqlite import SQLiteStore, backup_database
+
+    settings = load_settings(database_url=database_url)
+    if not settings.database_url.startswith("sqlite:"):
+        raise CommandError(
+            "fhirbox backup copies SQLite databases; for PostgreSQL use pg_dump, e.g. "
+            f'pg_dump --format=custom --file={path} "$FHIRBOX_DATABASE_URL"',
+            USAGE,
+        )
+    source = SQLiteStore.from_url(settings.database_url).path
+    try:
+        copied = backup_database(source, path)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"no backup made: {exc}") from None
+    click.echo(
+        f"backed up {source} to {path}: {copied.resources} resources, schema version "
+        f"{copied.schema_version}, {copied.size} bytes, integrity_check ok"
+    )
 
 
 main.add_command(keys_group)

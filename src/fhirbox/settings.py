@@ -8,6 +8,8 @@ the help of the ``fhirbox serve`` flags and ``Settings.from_env``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -28,44 +30,97 @@ class Setting:
     default: Any
     doc: str
     parse: Callable[[str], Any] = str
+    secret: bool = False
 
 
-def _setting(default: T, parse: Callable[[str], T], doc: str) -> T:
-    """A field of ``Settings``: its default, how its environment variable is parsed, and what it means."""
-    return field(default=default, metadata={"parse": parse, "doc": doc})
+def _setting(default: T, parse: Callable[[str], T], doc: str, *, secret: bool = False) -> T:
+    """A field of ``Settings``: its default, how its environment variable is parsed, and what it means.
+    A ``secret`` setting's value is never shown (``fhirbox settings`` prints ``***``), nor is it echoed
+    in the error about a bad value."""
+    return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
+
+
+def _number(value: str, kind: Callable[[str], T], allowed: str) -> T:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"must be {allowed}, got {value!r}") from None
 
 
 def _positive_int(value: str) -> int:
-    number = int(value)
+    allowed = "a positive integer"
+    number = _number(value, int, allowed)
     if number <= 0:
-        raise ValueError(f"must be a positive integer, got {value!r}")
+        raise ValueError(f"must be {allowed}, got {value!r}")
     return number
 
 
 def _non_negative_int(value: str) -> int:
-    number = int(value)
+    allowed = "0 or a positive integer"
+    number = _number(value, int, allowed)
     if number < 0:
-        raise ValueError(f"must be 0 or a positive integer, got {value!r}")
+        raise ValueError(f"must be {allowed}, got {value!r}")
     return number
 
 
 def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError(f"must be a positive number, got {value!r}")
+    allowed = "a positive number"
+    number = _number(value, float, allowed)
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"must be {allowed}, got {value!r}")
     return number
 
 
 def _port(value: str) -> int:
-    number = int(value)
+    allowed = "a TCP port (0-65535)"
+    number = _number(value, int, allowed)
     if not 0 <= number <= 65535:
-        raise ValueError(f"must be a TCP port (0-65535), got {value!r}")
+        raise ValueError(f"must be {allowed}, got {value!r}")
     return number
 
 
 def _algorithm(value: str) -> str:
     if value not in ("RS256", "ES256", "EdDSA"):
         raise ValueError(f"must be RS256, ES256 or EdDSA, got {value!r}")
+    return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be debug, info, warning or error, got {value!r}")
+    return value.lower()
+
+
+def _database_url(value: str) -> str:
+    """``sqlite:///path`` (three slashes: relative; four: absolute) or ``postgresql://``/``postgres://``.
+
+    ``sqlite:/x.db`` and ``sqlite://x.db`` are refused: SQLAlchemy reads them differently than one
+    might expect, and a typo must not silently create a new, empty database somewhere else.
+    """
+    allowed = "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user@host:port/db"
+    shown = redacted_url(value)
+    if value.startswith("sqlite:"):
+        if not value.startswith("sqlite:///") or value == "sqlite:///":
+            raise ValueError(f"must be {allowed}, got {shown!r}")
+        return value
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise ValueError(f"must be {allowed}, got {shown!r}")
+
+
+def _encryption_key(value: str) -> str:
+    """32 bytes in base64 (standard or URL-safe alphabet); kept as given (it is exported to workers)."""
+    try:
+        key = base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "must be 32 bytes in base64 (e.g. `openssl rand -base64 32`), got no base64"
+        ) from None
+    if len(key) != 32:
+        raise ValueError(f"must be 32 bytes in base64 (e.g. `openssl rand -base64 32`), got {len(key)} bytes")
     return value
 
 
@@ -107,7 +162,7 @@ class Settings:
     port: int = _setting(8080, _port, "TCP port the HTTP server listens on.")
     database_url: str = _setting(
         "sqlite:///var/fhirbox.db",
-        str,
+        _database_url,
         "Storage: `sqlite:///relative/or//absolute/path.db` or `postgresql://user@host:port/db`.",
     )
     workers: int = _setting(1, _positive_int, "Number of server processes.")
@@ -121,6 +176,7 @@ class Settings:
         None,
         str,
         "Secret of the root Client; when unset, one is generated on first start and printed once.",
+        secret=True,
     )
     max_body_bytes: int = _setting(
         1024 * 1024, _positive_int, "Largest accepted request body in bytes (413 beyond)."
@@ -136,6 +192,20 @@ class Settings:
     )
     signing_key_file: str | None = _setting(
         None, str, "PEM file with a private signing key to use instead of a generated one."
+    )
+    key_encryption_key: str | None = _setting(
+        None,
+        _encryption_key,
+        "32 bytes in base64: private signing keys in the database are encrypted with it (AES-256-GCM); "
+        "unset: stored unencrypted.",
+        secret=True,
+    )
+    key_encryption_key_previous: str | None = _setting(
+        None,
+        _encryption_key,
+        "The encryption key being rotated away: keys encrypted with it are still read, and "
+        "`fhirbox keys encrypt` re-encrypts them with `FHIRBOX_KEY_ENCRYPTION_KEY`.",
+        secret=True,
     )
     session_retention: int = _setting(
         86400,
@@ -187,7 +257,7 @@ class Settings:
         _positive_float,
         "Seconds between polls of the database for changes made by other server processes.",
     )
-    log_level: str = _setting("info", str, "Log level: debug, info, warning or error.")
+    log_level: str = _setting("info", _log_level, "Log level: debug, info, warning or error.")
     log_format: str = _setting(
         "text",
         _log_format,
@@ -245,21 +315,54 @@ class Settings:
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        if self.key_encryption_key_previous is not None and self.key_encryption_key is None:
+            raise ValueError(
+                "FHIRBOX_KEY_ENCRYPTION_KEY_PREVIOUS is set without FHIRBOX_KEY_ENCRYPTION_KEY: "
+                "set the new key too (rotation re-encrypts with it)"
+            )
+
 
 SETTINGS: tuple[Setting, ...] = tuple(
-    Setting(f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["doc"], f.metadata["parse"])
+    Setting(
+        f.name,
+        ENV_PREFIX + f.name.upper(),
+        f.default,
+        f.metadata["doc"],
+        f.metadata["parse"],
+        f.metadata["secret"],
+    )
     for f in fields(Settings)
 )
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def settings_table() -> str:
-    """The settings as a Markdown table, for the README."""
+    """The settings as a Markdown table, for the README (``fhirbox settings --defaults``)."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for s in SETTINGS:
-        default = "(unset)" if s.default is None else f"`{s.default}`"
-        rows.append(f"| `{s.env}` | {default} | {s.doc} |")
+        rows.append(f"| `{s.env}` | {_shown(s, s.default)} | {s.doc} |")
     return "\n".join(rows)
+
+
+def effective_settings_table(settings: Settings) -> str:
+    """Each setting's value in ``settings`` beside its default (``fhirbox settings``); secrets as ``***``,
+    passwords in the database URL too."""
+    rows = ["| Variable | Value | Default |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        value = getattr(settings, s.name)
+        rows.append(f"| `{s.env}` | {_shown(s, value)} | {_shown(s, s.default)} |")
+    return "\n".join(rows)
+
+
+def _shown(setting: Setting, value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if setting.secret:
+        return "`***`"
+    if setting.name == "database_url":
+        return f"`{redacted_url(str(value))}`"
+    return f"`{value}`"
 
 
 # The password of a URL's user information, and password parameters of its query string.
@@ -272,6 +375,15 @@ _MIN_REDACTED_LENGTH = 4
 def redacted_url(url: str) -> str:
     """``url`` with its passwords (user information and ``password`` parameters) shown as ``***``."""
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
+
+
+# Any URL's password in free text (user information, or a password parameter).
+_ANY_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s]*:)[^/?#@\s]*@")
+
+
+def redact_any_urls(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***`` (for messages about unknown URLs)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _ANY_URL_PASSWORD.sub(r"\1***@", text))
 
 
 def redact(text: str, url: str) -> str:

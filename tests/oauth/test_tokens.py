@@ -13,6 +13,7 @@ import jwt
 import pytest
 
 from fhirbox.app import App
+from fhirbox.oauth.key_encryption import KeyEncryption
 from fhirbox.oauth.keys import KeyRing, generate_private_key
 from fhirbox.oauth.token_formats import InvalidToken, JwtTokens
 from tests.oauth.support import SECRET, bearer, client_body, get_token, put_client
@@ -232,7 +233,7 @@ class TestJwtVerification:
 
     @pytest.fixture
     async def verifier(self, app: App) -> JwtTokens:
-        keys = KeyRing(app.store, "RS256", None, 3600)
+        keys = KeyRing(app.store, "RS256", None, 3600, KeyEncryption())
         await keys.load()
         return JwtTokens(keys, app.base_url)
 

@@ -4,6 +4,7 @@ Keys are resources of the server-internal type ``SigningKey`` (hidden from the R
 process on one database signs and verifies with the same keys and a restart invalidates nothing. The
 active key signs; older keys stay published in the JWKS, and usable for verification, until
 ``drop_after`` (set when they are retired, past the expiry of every token they can have signed).
+With ``FHIRBOX_KEY_ENCRYPTION_KEY`` the private keys are stored encrypted (``key_encryption.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from fhirbox.audit import Audit
 from fhirbox.models.audit_event import SERVER, SIGNING_KEY_GENERATED, SIGNING_KEY_RETIRED, Entity
 from fhirbox.models.client import CLIENT, client_credentials_of
+from fhirbox.oauth.key_encryption import KeyDecryptionError, KeyEncryption, is_encrypted
 from fhirbox.storage.base import UNCHANGED, SearchQuery, Store, Stored
 
 log = logging.getLogger("fhirbox.oauth.keys")
@@ -118,8 +120,9 @@ class SigningKey:
         return cls(thumbprint(public_jwk(public)), algorithm_of(private), private, public, created)
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> SigningKey:
-        private = load_private_pem(body["private_pem"].encode())
+    def from_body(cls, body: dict[str, Any], encryption: KeyEncryption) -> SigningKey:
+        """The stored key, decrypted if need be (``KeyDecryptionError`` when it cannot be)."""
+        private = load_private_pem(encryption.private_pem(body["kid"], body))
         return cls(
             kid=body["kid"],
             alg=body["alg"],
@@ -130,11 +133,11 @@ class SigningKey:
             drop_after=body.get("drop_after"),
         )
 
-    def body(self) -> dict[str, Any]:
+    def body(self, encryption: KeyEncryption) -> dict[str, Any]:
         body: dict[str, Any] = {
             "kid": self.kid,
             "alg": self.alg,
-            "private_pem": private_pem(self.private),
+            **encryption.store(self.kid, private_pem(self.private)),
             "created": self.created,
         }
         if self.retired is not None:
@@ -157,14 +160,16 @@ async def stored_keys(store: Store) -> list[dict[str, Any]]:
     return (await store.search(KEY_TYPE, SearchQuery(limit=1000))).resources
 
 
-async def create_key(store: Store, alg: str, audit: Audit | None = None, why: str = "") -> SigningKey:
+async def create_key(
+    store: Store, alg: str, encryption: KeyEncryption, audit: Audit | None = None, why: str = ""
+) -> SigningKey:
     """Add a new active key for ``alg``. Processes racing here agree: each slot id is created once.
     The key that is created is recorded (kid and alg, never the key) in the same transaction."""
     existing = await stored_keys(store)
     slot = 1 + sum(1 for key in existing if key.get("alg") == alg)
     while True:
         candidate = SigningKey.of(await asyncio.to_thread(generate_private_key, alg), time.time())
-        body = candidate.body()
+        body = candidate.body(encryption)
 
         def create_once(current: Stored | None, body: dict[str, Any] = body) -> Any:
             return UNCHANGED if current is not None else dict(body)
@@ -183,7 +188,7 @@ async def create_key(store: Store, alg: str, audit: Audit | None = None, why: st
         attach = Audit.attach(if_changed=[generated])
         result = await store.mutate(KEY_TYPE, f"{alg}-{slot}", create_once, attach=attach)
         assert result.after is not None
-        winner = SigningKey.from_body(result.after.body)
+        winner = SigningKey.from_body(result.after.body, encryption)
         if winner.retired is None:
             return winner
         slot += 1
@@ -229,10 +234,18 @@ async def longest_token_lifetime(store: Store, default: int) -> int:
 
 
 async def rotate_keys(
-    store: Store, alg: str, default_lifetime: int, audit: Audit | None = None
+    store: Store,
+    alg: str,
+    default_lifetime: int,
+    encryption: KeyEncryption,
+    audit: Audit | None = None,
 ) -> SigningKey:
-    """``fhirbox keys rotate``: a new active key; the others retire once their tokens can expire."""
-    key = await create_key(store, alg, audit, "rotation (fhirbox keys rotate)")
+    """``fhirbox keys rotate``: a new active key; the others retire once their tokens can expire.
+    Every stored key must decrypt first: a rotation never adds a key that the servers could not read,
+    nor a plaintext key beside encrypted ones."""
+    for body in await stored_keys(store):
+        SigningKey.from_body(body, encryption)
+    key = await create_key(store, alg, encryption, audit, "rotation (fhirbox keys rotate)")
     await retire_keys(store, key.kid, await longest_token_lifetime(store, default_lifetime), audit)
     return key
 
@@ -249,11 +262,15 @@ class KeyRing:
         alg: str,
         key_file: str | None,
         default_lifetime: int,
+        encryption: KeyEncryption,
         audit: Audit | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
         self.alg = alg
+        self.encryption = encryption
+        # Kids of the stored keys whose private key is not encrypted (as of the last load).
+        self.unencrypted: list[str] = []
         self.key_file = key_file
         self.default_lifetime = default_lifetime
         self._file_key: SigningKey | None = None
@@ -275,9 +292,11 @@ class KeyRing:
             with open(self.key_file, "rb") as handle:
                 self._file_key = SigningKey.of(load_private_pem(handle.read()), 0.0)
         else:
-            current = [SigningKey.from_body(body) for body in await stored_keys(self.store)]
+            current = [SigningKey.from_body(b, self.encryption) for b in await stored_keys(self.store)]
             if not any(key.alg == self.alg and key.retired is None for key in current):
-                key = await create_key(self.store, self.alg, self.audit, f"no active {self.alg} key at start")
+                key = await create_key(
+                    self.store, self.alg, self.encryption, self.audit, f"no active {self.alg} key at start"
+                )
                 # The configured algorithm changed: keys of the old one retire like a rotation.
                 await retire_keys(
                     self.store,
@@ -289,9 +308,13 @@ class KeyRing:
 
     async def load(self) -> None:
         keys = {}
+        unencrypted = []
         for body in await stored_keys(self.store):
-            key = SigningKey.from_body(body)
+            key = SigningKey.from_body(body, self.encryption)
             keys[key.kid] = key
+            if not is_encrypted(body):
+                unencrypted.append(key.kid)
+        self.unencrypted = unencrypted
         candidates = [key for key in keys.values() if key.alg == self.alg and key.retired is None]
         if self._file_key is not None:
             keys[self._file_key.kid] = self._file_key
@@ -302,7 +325,14 @@ class KeyRing:
 
     def _changed(self, type_: str, id_: str) -> None:
         if type_ == KEY_TYPE and (self._reload is None or self._reload.done()):
-            self._reload = asyncio.get_running_loop().create_task(self.load())
+            self._reload = asyncio.get_running_loop().create_task(self._reload_keys())
+
+    async def _reload_keys(self) -> None:
+        try:
+            await self.load()
+        except KeyDecryptionError as exc:
+            # Keys changed by another process with another encryption key: keep the keys in memory.
+            log.error("signing keys not reloaded: %s", exc)
 
     def published(self) -> list[SigningKey]:
         now = time.time()
@@ -313,7 +343,7 @@ class KeyRing:
         key = self._keys.get(kid)
         if key is None and time.monotonic() - self._last_miss_reload > 1.0:
             self._last_miss_reload = time.monotonic()
-            await self.load()
+            await self._reload_keys()
             key = self._keys.get(kid)
         if key is None or not key.published(time.time()):
             return None

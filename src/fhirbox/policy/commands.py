@@ -9,12 +9,11 @@ from urllib.parse import urlsplit
 import click
 
 from fhirbox.auth.principal import Principal
-from fhirbox.commandline import load_settings, setting_option
+from fhirbox.commandline import existing_store, load_settings, setting_option
 from fhirbox.http.errors import HttpError
 from fhirbox.http.request import Message, Request
 from fhirbox.models.client import CLIENT
 from fhirbox.settings import Settings, redacted_url
-from fhirbox.storage import open_store
 
 ALLOWED, DENIED = 0, 1
 
@@ -48,9 +47,7 @@ async def decide(
     the assembled server's router and authorizer judge a request built as the server would build it."""
     from fhirbox.app import create_app
 
-    store = open_store(settings.database_url)
-    await store.open()
-    try:
+    async with existing_store(settings) as store:
         stored = await store.read(CLIENT, client_id)
         if stored is None or stored.deleted:
             raise click.UsageError(f"No Client/{client_id} in {redacted_url(settings.database_url)}")
@@ -70,8 +67,6 @@ async def decide(
             return True, f"allowed by AccessPolicy/{policy.id} ({policy.rule.engine}, {scope})"
         ids = ", ".join(f"AccessPolicy/{p.id}" for p in decision.applicable) or "none"
         return False, f"denied: no applicable policy allows {method} {path} (applicable: {ids})"
-    finally:
-        await store.close()
 
 
 def synthetic_request(method: str, path: str, body: str | None, settings: Settings) -> Request:

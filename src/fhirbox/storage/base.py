@@ -223,6 +223,15 @@ def _equals(item: Any, value: str) -> bool:
     return False
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be opened: missing, unreachable, not fhirbox's, or of a newer schema. The
+    message is one line for the operator (it may name the database URL: redact it before printing)."""
+
+
+class SchemaTooNew(StoreUnavailable):
+    """The database was migrated by a newer fhirbox: this code does not know its schema."""
+
+
 def json_path(keys: Iterable[str]) -> str:
     """An SQL/JSON path naming each of ``keys`` in quotes, as given: ``$."name"."family"``."""
     return "$" + "".join(f'."{key}"' for key in keys)
@@ -239,7 +248,17 @@ async def apply_migrations(
     ``record`` (which stores the version and the time in ``schema_migrations``), then ``on_applied``.
 
     The caller holds the transaction, and the lock, that make the whole run atomic and run once.
+    A database already at a version higher than any of ``steps`` is refused (``SchemaTooNew``):
+    this code would misread a schema it does not know.
     """
+    known = max((version for version, _ in steps), default=0)
+    newest = max(applied, default=0)
+    if newest > known:
+        raise SchemaTooNew(
+            f"the database's schema is version {newest}, newer than the version {known} this fhirbox "
+            "knows: it was migrated by a newer fhirbox; run that version (or restore a backup taken "
+            "before the upgrade)"
+        )
     for version, statements in steps:
         if version in applied:
             continue
@@ -381,8 +400,10 @@ class Store(ABC):
 
     # -- lifecycle -------------------------------------------------------------------------------
     @abstractmethod
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
+    async def open(self, *, create: bool = True) -> None:
+        """Connect and apply pending migrations. A database that cannot be opened, or whose schema is
+        newer than this code knows, raises ``StoreUnavailable``; so, with ``create=False``, does one
+        that does not exist yet or holds no fhirbox tables (it is not created)."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from fhirbox.settings import redacted_url
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
     JSON_NUMBER,
@@ -37,6 +38,7 @@ from fhirbox.storage.base import (
     SortKey,
     Store,
     Stored,
+    StoreUnavailable,
     UnstorableValue,
     apply_migrations,
     json_path,
@@ -218,17 +220,27 @@ class PostgresStore(Store):
         self._writer_tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def open(self) -> None:
-        pool = await asyncpg.create_pool(
-            self.url,
-            min_size=POOL_MIN,
-            max_size=POOL_MAX,
-            # A write is answered only once committed durably, whatever the server's default.
-            server_settings={"synchronous_commit": "on", "application_name": "fhirbox"},
-        )
+    async def open(self, *, create: bool = True) -> None:
+        try:
+            pool = await asyncpg.create_pool(
+                self.url,
+                min_size=POOL_MIN,
+                max_size=POOL_MAX,
+                # A write is answered only once committed durably, whatever the server's default.
+                server_settings={"synchronous_commit": "on", "application_name": "fhirbox"},
+            )
+        except asyncpg.InvalidCatalogNameError as exc:
+            raise StoreUnavailable(
+                f"no such PostgreSQL database ({exc}) at {redacted_url(self.url)}"
+            ) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {redacted_url(self.url)}: {reason}"
+            ) from None
         try:
             async with pool.acquire() as conn:
-                schema = await self._migrate(conn)
+                schema = await self._migrate(conn, create)
         except BaseException:
             await pool.close()
             raise
@@ -263,19 +275,26 @@ class PostgresStore(Store):
         except (Exception, TimeoutError):
             return False
 
-    @staticmethod
-    async def _migrate(conn: asyncpg.Connection) -> str:
+    async def _migrate(self, conn: asyncpg.Connection, create: bool) -> str:
         """Apply pending migrations; two processes starting together take turns. Returns the schema."""
         async with conn.transaction():
             schema = await conn.fetchval("SELECT current_schema()")
             if schema is None:
-                raise RuntimeError(
+                raise StoreUnavailable(
                     "PostgreSQL has no schema to create tables in: the URL's search_path names no "
                     "existing schema"
                 )
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('fhirbox.migrate:' || current_schema()))"
             )
+            known = await conn.fetchval(
+                "SELECT to_regclass(quote_ident(current_schema()) || '.schema_migrations')"
+            )
+            if known is None and not create:
+                raise StoreUnavailable(
+                    f"the PostgreSQL database at {redacted_url(self.url)} holds no fhirbox tables in schema "
+                    f"{schema} (`fhirbox serve` creates them)"
+                )
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, applied TEXT NOT NULL)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import queue
 import re
 import sqlite3
@@ -40,6 +41,7 @@ from fhirbox.storage.base import (
     SortKey,
     Store,
     Stored,
+    StoreUnavailable,
     apply_migrations,
     json_path,
     next_version,
@@ -189,19 +191,30 @@ class SQLiteStore(Store):
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
         path = url.removeprefix("sqlite:").removeprefix("//")
-        if path.startswith("/") and not url.startswith("sqlite:////"):
-            path = path[1:]  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
+        if url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")  # sqlite:////abs.db is absolute
+        elif path.startswith("/"):
+            path = path[1:]  # sqlite:///rel.db is relative
         if not path:
             raise ValueError("SQLite URL names no file: use sqlite:///path/to/file.db")
         return cls(path)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+    async def open(self, *, create: bool = True) -> None:
+        try:
+            if self.path != ":memory:" and not create and not Path(self.path).is_file():
+                raise StoreUnavailable(f"no SQLite database at {self.path} (`fhirbox serve` creates it)")
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            writer = _connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         self._loop = asyncio.get_running_loop()
-        writer = _connect(self.path)
-        await self._migrate(writer)
+        try:
+            await self._migrate(writer, create)
+        except BaseException:
+            writer.close()
+            raise
         self._reader = _connect(self.path)
         self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="fhirbox-writer")
         self._thread.daemon = True
@@ -230,13 +243,22 @@ class SQLiteStore(Store):
             raise RuntimeError("store is not open")
         return self._reader
 
-    @staticmethod
-    async def _migrate(conn: sqlite3.Connection) -> None:
+    async def _migrate(self, conn: sqlite3.Connection, create: bool) -> None:
         async def execute(statement: str, *params: Any) -> None:
             conn.execute(statement, params)
 
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:  # not a database, locked for longer than the timeout
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
+        try:
+            known = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+            if known is None and not create:
+                raise StoreUnavailable(
+                    f"the SQLite database {self.path} holds no fhirbox tables (`fhirbox serve` creates them)"
+                )
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT)"
             )
@@ -481,3 +503,67 @@ def _settle(outcomes: list[Outcome]) -> None:
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSummary:
+    resources: int
+    schema_version: int
+    size: int
+
+
+def backup_database(source: str, destination: str) -> BackupSummary:
+    """Copy the SQLite database ``source`` to the new file ``destination`` while servers write to it.
+
+    sqlite3's online backup API copies every page in one step, inside one read transaction: the copy is
+    the database as of one commit, with every write acknowledged before it began (WAL readers and the
+    writer do not block each other, so the servers keep writing). The copy is made beside
+    ``destination``, switched out of WAL mode (one self-contained file), checked with
+    ``PRAGMA integrity_check``, synced, and only then renamed to ``destination``. ``ValueError`` when
+    ``source`` is not a fhirbox database or ``destination`` exists.
+    """
+    if not Path(source).is_file():
+        raise ValueError(f"no SQLite database at {source}")
+    target = Path(destination)
+    if target.exists():
+        raise ValueError(f"{destination} exists: give a new file name")
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        try:
+            summary = _copy(source, str(partial))
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot copy {source}: {exc}") from None
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.link(partial, target)  # fails, instead of replacing, if the file appeared meanwhile
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return summary
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _copy(source: str, destination: str) -> BackupSummary:
+    src = sqlite3.connect(source, timeout=10.0)
+    try:
+        src.execute("PRAGMA busy_timeout = 10000")
+        dst = sqlite3.connect(destination)
+        try:
+            src.backup(dst)  # pages=-1: every page in one step, one snapshot
+            dst.execute("PRAGMA journal_mode = DELETE")
+            problems = [row[0] for row in dst.execute("PRAGMA integrity_check")]
+            if problems != ["ok"]:
+                raise ValueError(f"the copy fails integrity_check: {'; '.join(problems[:3])}")
+            try:
+                version = dst.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+                resources = dst.execute("SELECT count(*) FROM resource WHERE op != 'delete'").fetchone()[0]
+            except sqlite3.OperationalError:
+                raise ValueError(f"{source} is not a fhirbox database (no fhirbox tables)") from None
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    return BackupSummary(int(resources), int(version or 0), os.path.getsize(destination))

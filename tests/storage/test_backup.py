@@ -1,0 +1,87 @@
+"""``fhirbox backup PATH``: a consistent online copy of a SQLite database, made while a real server writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from tests.support import ROOT, ServerProcess, one_line_error, run_fhirbox, wait_until
+
+
+def test_a_backup_taken_during_writes_opens_is_intact_and_holds_every_acknowledged_write(
+    tmp_path: Path,
+) -> None:
+    live = f"sqlite:///{tmp_path}/live.db"
+    server = ServerProcess(live, tmp_path).start()
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        with server.client(auth=ROOT) as http:
+            n = 0
+            while not stop.is_set():
+                response = http.put(f"/Patient/w-{n}", json={"n": n, "note": "x" * 500})
+                assert response.status_code == 201, response.text
+                acknowledged.append(n)
+                n += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 200, timeout=60)
+        before = set(acknowledged)  # every write acknowledged before the backup starts
+        copy = tmp_path / "copy.db"
+        done = run_fhirbox("backup", "--database", live, str(copy))
+        assert done.returncode == 0, done.stderr
+        assert "integrity_check ok" in done.stdout
+        during = len(acknowledged)
+        wait_until(lambda: len(acknowledged) > during + 50, timeout=60)  # the server kept writing
+    finally:
+        stop.set()
+        writer.join(60)
+        server.stop()
+
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # one self-contained file
+        ids = {row[0] for row in conn.execute("SELECT id FROM resource WHERE type = 'Patient'")}
+    assert {f"w-{n}" for n in before} <= ids
+    assert not list(tmp_path.glob(".copy.db.partial-*"))
+
+    # The copy is a working fhirbox database.
+    restored = ServerProcess(f"sqlite:///{copy}", tmp_path).start()
+    try:
+        with restored.client(auth=ROOT) as http:
+            last = max(before)
+            assert http.get(f"/Patient/w-{last}").json()["n"] == last
+    finally:
+        restored.stop()
+
+
+def test_backup_refuses_to_overwrite_or_to_copy_what_is_not_there(tmp_path: Path) -> None:
+    server = ServerProcess(f"sqlite:///{tmp_path}/live.db", tmp_path).start()
+    server.stop()
+    existing = tmp_path / "existing.db"
+    existing.write_bytes(b"keep me")
+    done = run_fhirbox("backup", "--database", f"sqlite:///{tmp_path}/live.db", str(existing))
+    one_line_error(done, 1, "exists")
+    assert existing.read_bytes() == b"keep me"
+    missing = run_fhirbox("backup", "--database", f"sqlite:///{tmp_path}/missing.db", str(tmp_path / "b.db"))
+    one_line_error(missing, 1, "no SQLite database at")
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "b.db").exists()
+
+
+def test_backup_of_postgresql_points_to_pg_dump_without_the_password(tmp_path: Path) -> None:
+    url = "postgresql://fhirbox:Db-Pa55word@db.internal/fhirbox"
+    done = run_fhirbox("backup", "--database", url, str(tmp_path / "x.dump"))
+    line = one_line_error(done, 2, "pg_dump --format=custom")
+    assert "Db-Pa55word" not in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_directory_as_backup_path_is_a_usage_error(tmp_path: Path) -> None:
+    """A directory as PATH is a usage error, not a traceback."""
+    done = run_fhirbox("backup", "--database", f"sqlite:///{tmp_path}/live.db", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
