@@ -58,12 +58,16 @@ class Measure:
         return self.non2xx + self.socket_errors
 
 
-def run_wrk(wrk: str, cpu: int, base_url: str, load: Load, seconds: float, connections: int) -> Measure:
-    """Run wrk (one thread, pinned to ``cpu``) for ``seconds`` against ``base_url`` and parse its result."""
+def run_wrk(
+    wrk: str, cpus: str, threads: int, base_url: str, load: Load, seconds: float, connections: int
+) -> Measure:
+    """Run wrk (``threads`` threads, pinned to ``cpus``) for ``seconds`` against ``base_url`` and parse
+    its result."""
     script, *args = load.script_args()
     command = [
-        "taskset", "-c", str(cpu), wrk,
-        "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
+        "taskset", "-c", cpus, wrk,
+        "-t", str(max(1, min(threads, connections))), "-c", str(connections),
+        "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
         "-s", script, base_url, "--", *args,
     ]  # fmt: skip
     env = {**os.environ, "LUA_PATH": f"{SCRIPTS}/?.lua;;"}
