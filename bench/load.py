@@ -48,10 +48,17 @@ class Measure:
     p50_ms: float
     p99_ms: float
     first_failure: str | None
+    server_cpu_s: float | None = None  # the server's CPU time during the run (set by the harness)
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.server_cpu_s is None or not self.requests:
+            return None
+        return self.server_cpu_s * 1e6 / self.requests
 
     @property
     def errors(self) -> int:

@@ -167,3 +167,25 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` and its descendants (uvicorn workers), in seconds.
+
+    On a shared machine the rate per wall second depends on what else runs; CPU time per request does
+    much less, so the harness reports both.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pending = [pid]
+    try:
+        while pending:
+            current = pending.pop()
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / tick

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -130,11 +131,15 @@ class Bench:
         processes.reset_peak_rss(server.pid)
         runs: list[Measure] = []
         for n in range(args.runs):
+            cpu_before = processes.cpu_seconds(server.pid)
             measure = self.wrk_run(server, load, args.duration)
+            cpu_after = processes.cpu_seconds(server.pid)
+            if cpu_before is not None and cpu_after is not None:
+                measure = dataclasses.replace(measure, server_cpu_s=cpu_after - cpu_before)
             runs.append(measure)
             log(
                 f"{label} run {n + 1}/{args.runs}: {measure.rate:,.0f} req/s, p99 {measure.p99_ms:.2f} ms, "
-                f"{measure.errors} errors"
+                f"{measure.errors} errors, server CPU {measure.cpu_us_per_request or 0:.0f} µs/req"
             )
         server.check_alive()
         if args.profile and system == "fhirbox":
@@ -155,6 +160,9 @@ class Bench:
                 errors=errors,
                 peak_rss_mb=processes.peak_rss_mb(server.pid),
                 runs_req_per_s=[round(m.rate, 1) for m in runs],
+                cpu_us_per_req=(
+                    round(median.cpu_us_per_request, 1) if median.cpu_us_per_request is not None else None
+                ),
                 connections=args.connections,
                 duration_s=args.duration,
                 failed=errors > 0,

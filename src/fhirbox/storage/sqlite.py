@@ -184,6 +184,9 @@ class SQLiteStore(Store):
         self._error: BaseException = RuntimeError("write failed")
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The change feed's position: the highest version reported, and the file's change counter then.
+        self._seen_version: int | None = None
+        self._data_version = 0
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -202,6 +205,10 @@ class SQLiteStore(Store):
         writer = _connect(self.path)
         await self._migrate(writer)
         self._reader = _connect(self.path)
+        self._data_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        self._seen_version = self._reader.execute(
+            "SELECT coalesce(max(version), 0) FROM resource"
+        ).fetchone()[0]
         self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="fhirbox-writer")
         self._thread.daemon = True
         self._thread.start()
@@ -391,20 +398,36 @@ class SQLiteStore(Store):
         return outcomes
 
     # -- changes ---------------------------------------------------------------------------------
+    # Other processes' writes are found by their versions: every write since the highest version seen.
+    # ``PRAGMA data_version`` (read from shared memory, no file access) changes whenever another
+    # connection, in this process or another, has committed: ``catch_up`` polls only then, so a cache
+    # consulted right after it is as fresh as the database was when the request began.
     async def _watch_changes(self, poll_interval: float) -> None:
-        seen = self._conn.execute("SELECT coalesce(max(version), 0) FROM resource").fetchone()[0]
         while True:
             await asyncio.sleep(poll_interval)
-            try:
-                rows = self._conn.execute(
-                    "SELECT type, id, version FROM resource WHERE version > ? ORDER BY version", (seen,)
-                ).fetchall()
-            except sqlite3.Error:
-                log.exception("polling for changes failed")
-                continue
-            for type_, id_, version in rows:
-                self._listeners.notify(type_, id_)
-                seen = max(seen, version)
+            self._poll_changes()
+
+    def catch_up(self) -> None:
+        if self._seen_version is None or self._reader is None:
+            return
+        if self._reader.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+            self._poll_changes()
+
+    def _poll_changes(self) -> None:
+        assert self._seen_version is not None
+        try:
+            # Read before the rows: a commit between the two is then seen again next time, never missed.
+            self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            rows = self._conn.execute(
+                "SELECT type, id, version FROM resource WHERE version > ? ORDER BY version",
+                (self._seen_version,),
+            ).fetchall()
+        except sqlite3.Error:
+            log.exception("polling for changes failed")
+            return
+        for type_, id_, version in rows:
+            self._listeners.notify(type_, id_)
+            self._seen_version = max(self._seen_version, version)
 
 
 def _apply_writes(conn: sqlite3.Connection, writes: list[_Write], outcomes: list[Outcome]) -> None:
