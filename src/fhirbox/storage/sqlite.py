@@ -49,6 +49,9 @@ log = logging.getLogger("fhirbox.storage.sqlite")
 T = TypeVar("T")
 _MAX_BATCH = 512
 _KEYS_PER_SELECT = 400
+# Rows written between WAL checkpoints: each write is a resource row and a history row, ~1,000 WAL pages
+# in all, about as often as SQLite's own autocheckpoint (1,000 pages) would run.
+_CHECKPOINT_ROWS = 600
 _UPSERT = (
     "INSERT INTO resource (type, id, version, op, updated, body) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, op = excluded.op, "
@@ -347,6 +350,8 @@ class SQLiteStore(Store):
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         """The writer thread: take every waiting write, apply, commit once, then answer them all."""
         stopping = False
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        checkpointed = conn.total_changes
         while not stopping:
             item = self._queue.get()
             if item is None:
@@ -370,6 +375,14 @@ class SQLiteStore(Store):
                     outcomes.extend(alone if alone is not None else [(job.future, None, self._error)])
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_settle, outcomes)
+            # The checkpoint runs after the batch is answered, not inside its COMMIT (SQLite's
+            # autocheckpoint is off on this connection): the batch that crosses the mark does not wait.
+            if conn.total_changes - checkpointed >= _CHECKPOINT_ROWS:
+                checkpointed = conn.total_changes
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    log.exception("WAL checkpoint failed")
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[Outcome] | None:
