@@ -48,22 +48,33 @@ class Measure:
     p50_ms: float
     p99_ms: float
     first_failure: str | None
+    server_cpu_s: float | None = None  # the server's CPU time during the run (set by the harness)
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
     @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.server_cpu_s is None or not self.requests:
+            return None
+        return self.server_cpu_s * 1e6 / self.requests
+
+    @property
     def errors(self) -> int:
         return self.non2xx + self.socket_errors
 
 
-def run_wrk(wrk: str, cpu: int, base_url: str, load: Load, seconds: float, connections: int) -> Measure:
-    """Run wrk (one thread, pinned to ``cpu``) for ``seconds`` against ``base_url`` and parse its result."""
+def run_wrk(
+    wrk: str, cpus: str, threads: int, base_url: str, load: Load, seconds: float, connections: int
+) -> Measure:
+    """Run wrk (``threads`` threads, pinned to ``cpus``) for ``seconds`` against ``base_url`` and parse
+    its result."""
     script, *args = load.script_args()
     command = [
-        "taskset", "-c", str(cpu), wrk,
-        "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
+        "taskset", "-c", cpus, wrk,
+        "-t", str(max(1, min(threads, connections))), "-c", str(connections),
+        "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
         "-s", script, base_url, "--", *args,
     ]  # fmt: skip
     env = {**os.environ, "LUA_PATH": f"{SCRIPTS}/?.lua;;"}

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -25,15 +26,34 @@ class Interrupted(Exception):
     """SIGTERM arrived: unwind through every ``finally`` like Ctrl-C does."""
 
 
-def bench_cpus() -> tuple[int, int]:
-    """The CPU for the server and the one for the load generator; refuses when there are fewer than 2."""
+@dataclass(frozen=True)
+class CpuPlan:
+    """Where the server and wrk run (``taskset -c`` lists), and how many threads wrk uses."""
+
+    server: str
+    load: str
+    load_threads: int
+    shared: bool  # the server processes and wrk share CPUs: fewer CPUs than workers + 1
+
+
+def bench_cpus(workers: int = 1) -> CpuPlan:
+    """One CPU per server process and the rest for wrk (one thread per CPU, at most one per worker);
+    refuses when there are fewer than 2 CPUs. With fewer CPUs than ``workers`` + 1 the server processes
+    get every CPU and wrk the last one too, and the plan says they share."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         raise SystemExit(
             f"bench: refusing to run: only {len(cpus)} CPU available to this process; the server and the "
             "load generator need a CPU each (taskset), otherwise the figures would be meaningless."
         )
-    return cpus[0], cpus[1]
+    if workers + 1 > len(cpus):
+        return CpuPlan(_cpu_list(cpus), str(cpus[-1]), 1, shared=workers > 1)
+    load = cpus[workers:][:workers]
+    return CpuPlan(_cpu_list(cpus[:workers]), _cpu_list(load), len(load), shared=False)
+
+
+def _cpu_list(cpus: Sequence[int]) -> str:
+    return ",".join(str(cpu) for cpu in cpus)
 
 
 def free_port() -> int:
@@ -43,12 +63,17 @@ def free_port() -> int:
 
 
 def start(
-    command: Sequence[str], cpu: int, log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    command: Sequence[str],
+    cpus: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``command`` pinned to ``cpu``, output to ``log``; it is stopped by ``stop_all`` at the latest."""
+    """Start ``command`` pinned to ``cpus`` (a taskset list), output to ``log``; it is stopped by
+    ``stop_all`` at the latest."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu), *command],
+            ["taskset", "-c", cpus, *command],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
@@ -142,3 +167,25 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` and its descendants (uvicorn workers), in seconds.
+
+    On a shared machine the rate per wall second depends on what else runs; CPU time per request does
+    much less, so the harness reports both.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pending = [pid]
+    try:
+        while pending:
+            current = pending.pop()
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / tick

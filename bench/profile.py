@@ -27,13 +27,14 @@ def py_spy() -> str:
     return found
 
 
-def start_recording(pid: int, seconds: float, out: Path, cpu: int) -> subprocess.Popen[bytes]:
-    """Sample ``pid`` for ``seconds`` (py-spy itself on the load CPU, not on the server's)."""
+def start_recording(pid: int, seconds: float, out: Path, cpus: str) -> subprocess.Popen[bytes]:
+    """Sample ``pid`` and its worker processes for ``seconds`` (py-spy itself on the load CPUs, not on
+    the server's)."""
     command = [
-        py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+        py_spy(), "record", "--pid", str(pid), "--subprocesses", "--duration", str(max(1, round(seconds))),
         "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out),
     ]  # fmt: skip
-    return processes.start(command, cpu, out.with_suffix(".log"))
+    return processes.start(command, cpus, out.with_suffix(".log"))
 
 
 def _module(file: str) -> str:

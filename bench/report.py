@@ -25,6 +25,8 @@ class Row:
     connections: int
     duration_s: float
     failed: bool
+    # Server CPU time (all its processes; not PostgreSQL's) per request in the median run, in µs.
+    cpu_us_per_req: float | None = None
     ratio_to_peer: float | None = None
     # The FHIRBOX_* settings of a comparison row (a feature turned off), None for the server as shipped.
     setting: str | None = None
@@ -72,7 +74,10 @@ def costs(rows: Sequence[Row], features: dict[str, str]) -> list[str]:
 
 def table(rows: Sequence[Row]) -> str:
     """A fixed-width table, one row per scenario; failed rows show FAILED instead of their rate."""
-    header = ("system", "scenario", "backend", "req/s", "p50 ms", "p99 ms", "errors", "peak MiB", "vs peer")
+    header = (
+        "system", "scenario", "backend", "req/s", "p50 ms", "p99 ms", "errors", "peak MiB", "CPU µs/req",
+        "vs peer",
+    )  # fmt: skip
     lines = [header]
     for row in rows:
         lines.append(
@@ -85,6 +90,7 @@ def table(rows: Sequence[Row]) -> str:
                 f"{row.p99_ms:.2f}",
                 str(row.errors),
                 f"{row.peak_rss_mb:.0f}" if row.peak_rss_mb is not None else "-",
+                f"{row.cpu_us_per_req:.0f}" if row.cpu_us_per_req is not None else "-",
                 f"{row.ratio_to_peer:.2f}x" if row.ratio_to_peer is not None else "",
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -52,6 +53,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="do not measure the cost of features (scenarios again with a feature turned off)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="fhirbox server processes (default 1), one CPU each; wrk gets the CPUs left, a thread per CPU",
+    )
+    parser.add_argument(
         "--backend",
         choices=("sqlite", "postgres", "all"),
         default="all",
@@ -68,8 +75,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.duration, args.runs, args.warmup, args.no_peer = 1.0, 1, 0.0, True
         args.connections = min(args.connections, 4)
-    if args.duration < 1 or args.runs < 1 or args.connections < 1:
-        parser.error("--duration must be >= 1, --runs and --connections >= 1")
+    if args.duration < 1 or args.runs < 1 or args.connections < 1 or args.workers < 1:
+        parser.error("--duration must be >= 1, --runs, --connections and --workers >= 1")
     return args
 
 
@@ -88,13 +95,12 @@ def log(message: str) -> None:
 
 class Bench:
     def __init__(
-        self, args: argparse.Namespace, wrk: str, server_cpu: int, load_cpu: int, workdir: Path, prefix: Path
+        self, args: argparse.Namespace, wrk: str, cpus: processes.CpuPlan, workdir: Path, prefix: Path
     ) -> None:
         self.args = args
         self.prefix = prefix  # results go to <prefix>.jsonl, <prefix>.png, <prefix>-profile-*
         self.wrk = wrk
-        self.server_cpu = server_cpu
-        self.load_cpu = load_cpu
+        self.cpus = cpus
         self.workdir = workdir
         self.rows: list[Row] = []
 
@@ -136,15 +142,19 @@ class Bench:
             return
         server.check_alive()
         if args.warmup > 0:
-            run_wrk(self.wrk, self.load_cpu, server.url, load, args.warmup, args.connections)
+            self.wrk_run(server, load, args.warmup)
         processes.reset_peak_rss(server.pid)
         runs: list[Measure] = []
         for n in range(args.runs):
-            measure = run_wrk(self.wrk, self.load_cpu, server.url, load, args.duration, args.connections)
+            cpu_before = processes.cpu_seconds(server.pid)
+            measure = self.wrk_run(server, load, args.duration)
+            cpu_after = processes.cpu_seconds(server.pid)
+            if cpu_before is not None and cpu_after is not None:
+                measure = dataclasses.replace(measure, server_cpu_s=cpu_after - cpu_before)
             runs.append(measure)
             log(
                 f"{label} run {n + 1}/{args.runs}: {measure.rate:,.0f} req/s, p99 {measure.p99_ms:.2f} ms, "
-                f"{measure.errors} errors"
+                f"{measure.errors} errors, server CPU {measure.cpu_us_per_request or 0:.0f} µs/req"
             )
         server.check_alive()
         if args.profile and system == "fhirbox":
@@ -165,6 +175,9 @@ class Bench:
                 errors=errors,
                 peak_rss_mb=processes.peak_rss_mb(server.pid),
                 runs_req_per_s=[round(m.rate, 1) for m in runs],
+                cpu_us_per_req=(
+                    round(median.cpu_us_per_request, 1) if median.cpu_us_per_request is not None else None
+                ),
                 connections=args.connections,
                 duration_s=args.duration,
                 failed=errors > 0,
@@ -172,12 +185,18 @@ class Bench:
             )
         )
 
+    def wrk_run(self, server: servers.Server, load: Load, seconds: float) -> Measure:
+        cpus = self.cpus
+        return run_wrk(
+            self.wrk, cpus.load, cpus.load_threads, server.url, load, seconds, self.args.connections
+        )
+
     def profile(self, label: str, server: servers.Server, load: Load) -> None:
         folded = Path(f"{self.prefix}-profile-{label.replace('/', '-')}.folded")
         folded.parent.mkdir(parents=True, exist_ok=True)
-        recorder = profile.start_recording(server.pid, self.args.duration, folded, self.load_cpu)
+        recorder = profile.start_recording(server.pid, self.args.duration, folded, self.cpus.load)
         try:
-            run_wrk(self.wrk, self.load_cpu, server.url, load, self.args.duration + 1, self.args.connections)
+            self.wrk_run(server, load, self.args.duration + 1)
             recorder.wait(60)
         finally:
             processes.stop(recorder)
@@ -214,11 +233,17 @@ class Bench:
         setting = comparison.setting if comparison is not None else None
         with servers.fresh_database(backend, self.workdir) as url:
             log(
-                f"starting fhirbox ({backend}, signing {variant}{', ' + setting if setting else ''}) "
-                f"on CPU {self.server_cpu}"
+                f"starting fhirbox ({backend}, signing {variant}, {self.args.workers} worker(s)"
+                f"{', ' + setting if setting else ''}) "
+                f"on CPU {self.cpus.server}"
             )
             server = servers.start_fhirbox(
-                url, variant, self.server_cpu, self.workdir, comparison.env if comparison else None
+                url,
+                variant,
+                self.cpus.server,
+                self.workdir,
+                self.args.workers,
+                comparison.env if comparison else None,
             )
             try:
                 try:
@@ -238,19 +263,28 @@ class Bench:
         scenarios = self.wanted(PEER_SCENARIOS)
         if not scenarios:
             return
-        log(f"starting node-oidc-provider on CPU {self.server_cpu}")
-        server = servers.start_peer(script, self.server_cpu, self.workdir)
-        try:
-            loads = peer_loads()
-            for scenario in scenarios:
-                self.measure("peer", "memory", scenario.name, server, loads.get(scenario.name), [])
-        finally:
-            processes.stop(server.proc)
+        loads = peer_loads()
+        # One node process, as the peer runs by default (--workers does not apply to it).
+        cpu = self.cpus.server.split(",")[0]
+        for variant in dict.fromkeys(s.variant for s in scenarios):
+            api_alg = variant.removeprefix("peer-")
+            log(f"starting node-oidc-provider (resource https://api.example.com/: {api_alg}) on CPU {cpu}")
+            server = servers.start_peer(script, cpu, self.workdir, api_alg)
+            try:
+                for scenario in (s for s in scenarios if s.variant == variant):
+                    self.measure("peer", "memory", scenario.name, server, loads.get(scenario.name), [])
+            finally:
+                processes.stop(server.proc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    server_cpu, load_cpu = processes.bench_cpus()
+    cpus = processes.bench_cpus(args.workers)
+    if cpus.shared:
+        log(
+            f"{args.workers} workers and wrk share {os.cpu_count()} CPUs: the figures show what this machine "
+            "allows, not how throughput grows with processes"
+        )
     chosen_backends = backends(args.backend)
     wrk = ensure_wrk()
     peer_script = None if args.no_peer else ensure_peer()
@@ -259,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     with processes.signals_unwind(), tempfile.TemporaryDirectory(prefix="fhirbox-bench-") as tmp:
-        bench = Bench(args, wrk, server_cpu, load_cpu, Path(tmp), args.results_dir / stamp)
+        bench = Bench(args, wrk, cpus, Path(tmp), args.results_dir / stamp)
         try:
             for backend in chosen_backends:
                 bench.run_fhirbox(backend)
@@ -278,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.node()} {platform.machine()} {_cpu_model()}, {os.cpu_count()} CPUs",
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "runs": args.runs,
+        "workers": args.workers,
+        "cpus": {"server": cpus.server, "load": cpus.load, "wrk_threads": cpus.load_threads},
     }
     jsonl = args.results_dir / f"{stamp}.jsonl"
     chart = args.results_dir / f"{stamp}.png"

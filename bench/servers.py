@@ -64,9 +64,14 @@ async def _pg_execute(url: str, sql: str) -> None:
 
 
 def start_fhirbox(
-    database_url: str, variant: str, cpu: int, workdir: Path, settings: dict[str, str] | None = None
+    database_url: str,
+    variant: str,
+    cpus: str,
+    workdir: Path,
+    workers: int = 1,
+    settings: dict[str, str] | None = None,
 ) -> Server:
-    """One ``fhirbox serve`` process (one worker) on a free loopback port, signing with the algorithm
+    """``fhirbox serve`` with ``workers`` processes on a free loopback port, signing with the algorithm
     ``variant`` starts with; `` audit=off`` after it sets ``FHIRBOX_AUDIT=off``; ``settings``
     (``FHIRBOX_*`` variables) are added to its environment."""
     alg, *options = variant.split()
@@ -84,19 +89,21 @@ def start_fhirbox(
     }
     command = [
         sys.executable, "-m", "fhirbox.cli", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--database", database_url, "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--database", database_url,
+        "--workers", str(workers),
     ]  # fmt: skip
-    proc = processes.start(command, cpu, log, env=env, cwd=workdir)
+    proc = processes.start(command, cpus, log, env=env, cwd=workdir)
     return _healthy(proc, url, "/health", log)
 
 
-def start_peer(script: Path, cpu: int, workdir: Path) -> Server:
-    """node-oidc-provider (bench/peer/server.mjs) on a free loopback port."""
+def start_peer(script: Path, cpus: str, workdir: Path, api_alg: str) -> Server:
+    """node-oidc-provider (bench/peer/server.mjs) on a free loopback port; ``api_alg`` signs the JWTs
+    of the resource ``https://api.example.com/``."""
     port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
     log = workdir / f"peer-{port}.log"
-    env = {**os.environ, "PEER_PORT": str(port), "NODE_ENV": "production"}
-    proc = processes.start(["node", str(script)], cpu, log, env=env, cwd=script.parent)
+    env = {**os.environ, "PEER_PORT": str(port), "PEER_API_ALG": api_alg, "NODE_ENV": "production"}
+    proc = processes.start(["node", str(script)], cpus, log, env=env, cwd=script.parent)
     return _healthy(proc, url, "/.well-known/openid-configuration", log)
 
 

@@ -1,7 +1,8 @@
 // The benchmark's peer: node-oidc-provider 9.x with one client_credentials client (client_secret_basic),
 // its in-memory adapter (the default), opaque tokens when no resource is requested, and JWT access
 // tokens through the resource-indicators feature: resource https://rs256.bench/ gives RS256 JWTs,
-// https://es256.bench/ gives ES256 JWTs. Usage: PEER_PORT=8123 node server.mjs
+// https://es256.bench/ gives ES256 JWTs, https://api.example.com/ as PEER_API_ALG says.
+// Usage: PEER_PORT=8123 PEER_API_ALG=ES256 node server.mjs
 import { generateKeyPairSync } from 'node:crypto';
 
 import Provider from 'oidc-provider';
@@ -17,6 +18,8 @@ function signingKey(type, options, alg, kid) {
 const resources = {
   'https://rs256.bench/': 'RS256',
   'https://es256.bench/': 'ES256',
+  // fhirbox's resource rows send exactly this; PEER_API_ALG (RS256 or ES256) picks the key.
+  'https://api.example.com/': process.env.PEER_API_ALG || 'RS256',
 };
 
 const configuration = {

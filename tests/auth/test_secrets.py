@@ -176,3 +176,26 @@ async def test_a_form_encoded_secret_verified_once_is_not_hashed_again(
         response = await client.get("/Patient", headers={"Authorization": f"Basic {header}"})
         assert response.status_code == 403  # authenticated, no policy
     assert hashed == []
+
+
+async def test_a_burst_of_one_credential_on_a_cold_cache_costs_one_hash_and_no_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pool of one thread and no queue: before, all but one of 20 concurrent requests were refused."""
+    hashed: list[str] = []
+    real_verify = secrets_module.verify_secret
+
+    def counting(candidate: str, stored: str) -> bool:
+        hashed.append(candidate)
+        return real_verify(candidate, stored)
+
+    monkeypatch.setattr(secrets_module, "verify_secret", counting)
+    verifier = SecretVerifier(concurrency=1, queue=0)
+    stored = hash_secret("pw")
+    results = await asyncio.gather(*(verifier.verify("c", "pw", stored, 1) for _ in range(20)))
+    assert results == [True] * 20 and len(hashed) == 1
+    # A wrong secret is hashed once for its burst too, and still fails for every caller.
+    wrong = await asyncio.gather(*(verifier.verify("c", "nope", stored, 1) for _ in range(5)))
+    assert wrong == [False] * 5 and len(hashed) == 2
+    # Another version of the client is a different credential: hashed again.
+    assert await verifier.verify("c", "pw", stored, 2) and len(hashed) == 3

@@ -109,3 +109,29 @@ def test_a_client_secret_changed_through_one_server_stops_working_on_the_other(
 
         wait_until(old_secret_refused, timeout=10.0)
         assert b.get("/Patient", headers=basic("worker", "new-secret")).status_code == 403
+
+
+@pytest.mark.parametrize("token_format", ["opaque", "jwt"])
+def test_a_session_closed_through_one_server_is_refused_by_the_other_on_the_next_request(
+    server_factory: Callable[..., ServerProcess], token_format: str
+) -> None:
+    """No change poll runs during the test (an hour apart): the other server must see the closed
+    Session before it trusts its cache, on SQLite as on PostgreSQL. One base URL, as behind a load
+    balancer, so that a JWT's issuer is both servers'."""
+    env = {"FHIRBOX_CHANGE_POLL_INTERVAL": "3600", "FHIRBOX_BASE_URL": "http://fhirbox.test"}
+    first, second = server_factory(env=env), server_factory(env=env)
+    settings = {"token_format": "jwt"} if token_format == "jwt" else {}
+    client = {"secret": "s3cret", "grant_types": ["client_credentials"]}
+    with first.client(auth=ROOT) as a, second.client() as b:
+        assert a.put("/Client/worker", json={**client, "auth": {"client_credentials": settings}}).is_success
+        for _ in range(5):
+            token = a.post(
+                "/auth/token", data={"grant_type": "client_credentials"}, auth=("worker", "s3cret")
+            ).json()["access_token"]
+            bearer = {"Authorization": f"Bearer {token}"}
+            # Authenticated (403: no policy), so the other server now holds the Session in its cache.
+            assert b.get("/Patient", headers=bearer).status_code == 403
+            assert a.delete("/Session", headers=bearer, auth=None).status_code in (200, 204)
+            refused = b.get("/Patient", headers=bearer)
+            assert refused.status_code == 401, refused.text
+            assert "closed" in refused.headers["www-authenticate"]

@@ -1,6 +1,7 @@
 """Client secrets: salted scrypt hashes, constant-time checks, and a cache of verified credentials.
 
-A correct secret is verified with scrypt once; afterwards the pair (client, presented secret) is
+A correct secret is verified with scrypt once (concurrent requests presenting the same credential share
+that one hash); afterwards the pair (client, presented secret) is
 remembered under an HMAC with a per-process key, tied to the Client's version, so a changed Client
 forgets it. A wrong secret is never cached and always pays the full hash.
 
@@ -87,6 +88,8 @@ class SecretVerifier:
         self._capacity = self._concurrency + queue
         self._pending = 0  # hashes running or waiting for a thread
         self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fhirbox-hash")
+        # Hashes running now, by (credential key, client version): see ``_verify_once``.
+        self._in_flight: dict[tuple[bytes, int], asyncio.Task[bool]] = {}
 
     async def _hash(self, check: Callable[[str, str], bool], secret: str, hashed: str) -> bool:
         """``check(secret, hashed)`` in the hash pool; ``HashBusy`` when it and its queue are full."""
@@ -136,12 +139,31 @@ class SecretVerifier:
             await self._hash(verify_secret, secret, _DUMMY_HASH)
             return False
         self.counts.miss()
-        if not await self._hash(verify_secret, secret, hashed):
+        if not await self._verify_once(key, version, secret, hashed):
             return False
         self._cache[key] = (client_id, version)
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return True
+
+    async def _verify_once(self, key: bytes, version: int, secret: str, hashed: str) -> bool:
+        """One hash for every concurrent request presenting the same credential: a client's first burst
+        after a start (or on a process that has not seen it yet) costs one hash, not one per request,
+        and takes one place in the pool. The hash runs as its own task, so a caller that goes away does
+        not cancel it for the others."""
+        flight = (key, version)
+        task = self._in_flight.get(flight)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._hash(verify_secret, secret, hashed))
+            self._in_flight[flight] = task
+            task.add_done_callback(lambda done: self._landed(flight, done))
+        return await asyncio.shield(task)
+
+    def _landed(self, flight: tuple[bytes, int], task: asyncio.Task[bool]) -> None:
+        if self._in_flight.get(flight) is task:
+            del self._in_flight[flight]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have gone
 
     def forget(self, client_id: str) -> None:
         """Drop every cached success of ``client_id`` (its Client changed)."""

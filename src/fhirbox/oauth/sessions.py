@@ -41,8 +41,10 @@ class CachedSession:
 class SessionCache:
     """Live Sessions by id, bounded (least recently used dropped), evicted on every Session write.
 
-    ``store.subscribe`` reports writes of this process at once and of other processes within the
-    change-poll interval, so a revocation anywhere is seen here well within a second.
+    ``store.subscribe`` reports writes of this process at once; before an entry is trusted,
+    ``store.catch_up`` reports what other processes committed (SQLite: when its change counter moved;
+    PostgreSQL: its notifications arrive on their own), so a Session closed anywhere is seen closed by
+    the next request here.
     """
 
     def __init__(
@@ -72,6 +74,9 @@ class SessionCache:
     async def get(self, session_id: str) -> CachedSession | None:
         """The current Session (active or not), or None when it does not exist."""
         entry = self._entries.get(session_id)
+        if entry is not None:
+            self.store.catch_up()
+            entry = self._entries.get(session_id)
         if entry is not None:
             self._entries.move_to_end(session_id)
             self.counts.hit()

@@ -491,6 +491,12 @@ class Store(ABC):
         processes sharing the database within about ``poll_interval`` seconds."""
         self._listeners.callbacks.append(listener)
 
+    def catch_up(self) -> None:
+        """Report now every write another process committed before this call, where the backend can
+        tell cheaply (SQLite: its file's change counter); a no-op where changes arrive on their own
+        (PostgreSQL's notifications). Called before trusting a cache whose staleness would matter."""
+        return None
+
     @abstractmethod
     async def _watch_changes(self, poll_interval: float) -> None:
         """Run forever, reporting other processes' writes to ``self._listeners``."""

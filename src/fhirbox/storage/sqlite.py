@@ -52,6 +52,9 @@ log = logging.getLogger("fhirbox.storage.sqlite")
 T = TypeVar("T")
 _MAX_BATCH = 512
 _KEYS_PER_SELECT = 400
+# Rows written between WAL checkpoints: each write is a resource row and a history row, ~1,000 WAL pages
+# in all, about as often as SQLite's own autocheckpoint (1,000 pages) would run.
+_CHECKPOINT_ROWS = 600
 _UPSERT = (
     "INSERT INTO resource (type, id, version, op, updated, body) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, op = excluded.op, "
@@ -187,6 +190,9 @@ class SQLiteStore(Store):
         self._error: BaseException = RuntimeError("write failed")
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The change feed's position: the highest version reported, and the file's change counter then.
+        self._seen_version: int | None = None
+        self._data_version = 0
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -216,6 +222,10 @@ class SQLiteStore(Store):
             writer.close()
             raise
         self._reader = _connect(self.path)
+        self._data_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        self._seen_version = self._reader.execute(
+            "SELECT coalesce(max(version), 0) FROM resource"
+        ).fetchone()[0]
         self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="fhirbox-writer")
         self._thread.daemon = True
         self._thread.start()
@@ -363,6 +373,8 @@ class SQLiteStore(Store):
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         """The writer thread: take every waiting write, apply, commit once, then answer them all."""
         stopping = False
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        checkpointed = conn.total_changes
         while not stopping:
             item = self._queue.get()
             if item is None:
@@ -388,6 +400,14 @@ class SQLiteStore(Store):
                     outcomes.extend(alone if alone is not None else [(job.future, None, self._error)])
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_settle, outcomes)
+            # The checkpoint runs after the batch is answered, not inside its COMMIT (SQLite's
+            # autocheckpoint is off on this connection): the batch that crosses the mark does not wait.
+            if conn.total_changes - checkpointed >= _CHECKPOINT_ROWS:
+                checkpointed = conn.total_changes
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    log.exception("WAL checkpoint failed")
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[Outcome] | None:
@@ -416,20 +436,36 @@ class SQLiteStore(Store):
         return outcomes
 
     # -- changes ---------------------------------------------------------------------------------
+    # Other processes' writes are found by their versions: every write since the highest version seen.
+    # ``PRAGMA data_version`` (read from shared memory, no file access) changes whenever another
+    # connection, in this process or another, has committed: ``catch_up`` polls only then, so a cache
+    # consulted right after it is as fresh as the database was when the request began.
     async def _watch_changes(self, poll_interval: float) -> None:
-        seen = self._conn.execute("SELECT coalesce(max(version), 0) FROM resource").fetchone()[0]
         while True:
             await asyncio.sleep(poll_interval)
-            try:
-                rows = self._conn.execute(
-                    "SELECT type, id, version FROM resource WHERE version > ? ORDER BY version", (seen,)
-                ).fetchall()
-            except sqlite3.Error:
-                log.exception("polling for changes failed")
-                continue
-            for type_, id_, version in rows:
-                self._listeners.notify(type_, id_)
-                seen = max(seen, version)
+            self._poll_changes()
+
+    def catch_up(self) -> None:
+        if self._seen_version is None or self._reader is None:
+            return
+        if self._reader.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+            self._poll_changes()
+
+    def _poll_changes(self) -> None:
+        assert self._seen_version is not None
+        try:
+            # Read before the rows: a commit between the two is then seen again next time, never missed.
+            self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            rows = self._conn.execute(
+                "SELECT type, id, version FROM resource WHERE version > ? ORDER BY version",
+                (self._seen_version,),
+            ).fetchall()
+        except sqlite3.Error:
+            log.exception("polling for changes failed")
+            return
+        for type_, id_, version in rows:
+            self._listeners.notify(type_, id_)
+            self._seen_version = max(self._seen_version, version)
 
 
 def _apply_writes(conn: sqlite3.Connection, writes: list[_Write], outcomes: list[Outcome]) -> None:
