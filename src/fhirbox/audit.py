@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 
 from fhirbox.clock import Clock
+from fhirbox.ids import UniqueIds
 from fhirbox.models.audit_event import (
     AUDIT_EVENT,
     ROUTINE,
@@ -52,6 +52,7 @@ class Audit:
         self.retention = retention
         self.clock = clock
         self.observer = observer
+        self.ids = UniqueIds()
 
     def wants(self, code: str) -> bool:
         """Whether events of ``code`` are recorded at this level."""
@@ -82,7 +83,7 @@ class Audit:
             reason=reason,
             purge_after=int(now) + self.retention,
         )
-        return NewResource(AUDIT_EVENT, str(uuid.uuid4()), body)
+        return NewResource(AUDIT_EVENT, self.ids.next(), body)
 
     @staticmethod
     def attach(

@@ -4,11 +4,8 @@ each route declares the access it needs (``Route.access``) and no handler repeat
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -20,6 +17,7 @@ from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Request, Scope, Send
 from fhirbox.http.responses import Response, error_response, render
 from fhirbox.http.routing import Route, Router
+from fhirbox.ids import UniqueIds
 from fhirbox.logs import AccessLog, request_id
 from fhirbox.metrics import UNMATCHED, Metrics
 from fhirbox.storage.base import UnstorableValue
@@ -34,23 +32,6 @@ class Authorizer(Protocol):
 
 # An incoming X-Request-Id is kept when it is 1-128 of these characters, and replaced otherwise.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-
-
-class RequestIds:
-    """Cheap unique request ids: a random per-process prefix and a counter."""
-
-    def __init__(self) -> None:
-        self._prefix = f"{os.getpid():x}{secrets.token_hex(3)}"
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
-
-    def accept(self, incoming: str | None) -> str:
-        """The client's ``X-Request-Id`` when well-formed, else a new id."""
-        if incoming is not None and _REQUEST_ID.fullmatch(incoming):
-            return incoming
-        return self.next()
 
 
 class Pipeline:
@@ -79,7 +60,7 @@ class Pipeline:
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
         self.body_timeout = body_timeout
-        self.ids = RequestIds()
+        self.ids = UniqueIds()
         self.route_keys = router.param_keys
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,7 +72,10 @@ class Pipeline:
             body_timeout=self.body_timeout,
             max_depth=self.max_depth,
         )
-        request.request_id = rid = self.ids.accept(request.headers.get("x-request-id"))
+        incoming = request.headers.get("x-request-id")
+        # The client's X-Request-Id when well-formed, else a new id.
+        keep = incoming is not None and _REQUEST_ID.fullmatch(incoming) is not None
+        request.request_id = rid = incoming if keep and incoming is not None else self.ids.next()
         # Every line logged while this request is handled names it (logs.RequestIdFilter).
         context = request_id.set(rid)
         try:
