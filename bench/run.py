@@ -15,9 +15,17 @@ from pathlib import Path
 import httpx
 
 from bench import processes, profile, servers
+from bench.console_seed import seed_console
 from bench.load import Load, Measure, run_wrk
 from bench.report import Row, add_ratios, table, write_chart, write_jsonl
-from bench.scenarios import FHIRBOX_SCENARIOS, PEER_SCENARIOS, Scenario, peer_loads, seed_fhirbox
+from bench.scenarios import (
+    FHIRBOX_SCENARIOS,
+    PEER_SCENARIOS,
+    Scenario,
+    console_loads,
+    peer_loads,
+    seed_fhirbox,
+)
 from bench.tools import ensure_peer, ensure_wrk
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -181,11 +189,19 @@ class Bench:
         scenarios = self.wanted(FHIRBOX_SCENARIOS)
         for variant in dict.fromkeys(s.variant for s in scenarios):
             with servers.fresh_database(backend, self.workdir) as url:
-                log(f"starting fhirbox ({backend}, signing {variant}) on CPU {self.server_cpu}")
-                server = servers.start_fhirbox(url, variant, self.server_cpu, self.workdir)
+                alg = variant
+                if variant == "console":
+                    alg = "ES256"
+                    clients, events = (100, 2000) if self.args.smoke else (1000, 100_000)
+                    log(f"seeding {clients:,} Clients and {events:,} AuditEvents for the console")
+                    seed_console(url, clients=clients, events=events)
+                log(f"starting fhirbox ({backend}, signing {alg}) on CPU {self.server_cpu}")
+                server = servers.start_fhirbox(url, alg, self.server_cpu, self.workdir)
                 try:
                     try:
                         loads, notes = seed_fhirbox(server.url)
+                        if variant == "console":
+                            loads.update(console_loads(server.url))
                     except httpx.HTTPError as exc:
                         loads, notes = {}, {"": [f"seeding failed: {exc!r}"]}
                     for note in (n for group in notes.values() for n in group):

@@ -56,6 +56,15 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -191,6 +200,11 @@ class Settings:
         1000,
         _positive_int,
         "Most connections one server process holds open at once; further ones are closed at once.",
+    )
+
+    console: bool = _setting(True, _boolean, "Serve the admin console at `/ui` (`false`: `/ui` is 404).")
+    console_idle_timeout: int = _setting(
+        1800, _positive_int, "Seconds without use after which a console session is closed."
     )
 
     @property
