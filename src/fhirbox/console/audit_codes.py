@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-TOKEN_ISSUED = "token-issued"  # noqa: S105 - an event code, not a secret
-AUTH_FAILED = "client-auth-failed"
+from fhirbox.models import audit_event as events
 
-# The codes offered in the audit page's filter (any other can still be typed into the URL).
+TOKEN_ISSUED = events.TOKEN_ISSUED
+AUTH_FAILED = events.CLIENT_AUTH_FAILED
+
+# The codes offered in the audit page's filter (any other can still be typed in).
 KNOWN = (
-    TOKEN_ISSUED,
-    "token-refreshed",
-    "refresh-token-reuse",
-    AUTH_FAILED,
-    "auth-throttled",
-    "session-closed",
-    "client-created",
-    "client-updated",
-    "client-deleted",
-    "policy-created",
-    "policy-updated",
-    "policy-deleted",
-    "key-rotated",
+    events.TOKEN_ISSUED,
+    events.TOKEN_REFRESHED,
+    events.REFRESH_TOKEN_REUSED,
+    events.CLIENT_AUTH_FAILED,
+    events.CLIENT_AUTH_THROTTLED,
+    events.CLIENT_ASSERTION_REPLAYED,
+    events.SESSION_CLOSED,
+    events.CLIENT_CREATED,
+    events.CLIENT_UPDATED,
+    events.CLIENT_DELETED,
+    events.ACCESS_POLICY_CREATED,
+    events.ACCESS_POLICY_UPDATED,
+    events.ACCESS_POLICY_DELETED,
+    events.SIGNING_KEY_GENERATED,
+    events.SIGNING_KEY_RETIRED,
 )
 OUTCOMES = {"0": "success", "4": "minor failure", "8": "serious failure"}
