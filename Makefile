@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint fuzz bench clean
+.PHONY: run test lint fuzz bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ fuzz: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench $(ARGS)
+
+# The README's console screenshots (docs/screenshots/*.png), taken by the browser test in a real Chromium.
+screenshots: $(VENV)/.installed-dev
+	FHIRBOX_SCREENSHOT_DIR=docs/screenshots FHIRBOX_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n 0 -q \
+		"tests/console/test_console_browser.py::test_an_operators_day_in_the_console[sqlite]" $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache bench/results bench/peer/node_modules

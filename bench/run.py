@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from bench import processes, profile, servers
+from bench.console_seed import seed_console
 from bench.load import Load, Measure, run_wrk
 from bench.report import Row, add_ratios, costs, table, write_chart, write_jsonl
 from bench.scenarios import (
@@ -24,6 +25,7 @@ from bench.scenarios import (
     PEER_SCENARIOS,
     Comparison,
     Scenario,
+    console_loads,
     peer_loads,
     seed_fhirbox,
 )
@@ -232,14 +234,20 @@ class Bench:
         """One server signing with ``variant`` (with ``comparison``'s settings), its scenarios measured."""
         setting = comparison.setting if comparison is not None else None
         with servers.fresh_database(backend, self.workdir) as url:
+            alg = variant
+            if variant == "console":
+                alg = "ES256"
+                clients, events = (100, 2000) if self.args.smoke else (1000, 100_000)
+                log(f"seeding {clients:,} Clients and {events:,} AuditEvents for the console")
+                seed_console(url, clients=clients, events=events)
             log(
-                f"starting fhirbox ({backend}, signing {variant}, {self.args.workers} worker(s)"
+                f"starting fhirbox ({backend}, signing {alg}, {self.args.workers} worker(s)"
                 f"{', ' + setting if setting else ''}) "
                 f"on CPU {self.cpus.server}"
             )
             server = servers.start_fhirbox(
                 url,
-                variant,
+                alg,
                 self.cpus.server,
                 self.workdir,
                 self.args.workers,
@@ -248,6 +256,8 @@ class Bench:
             try:
                 try:
                     loads, notes = seed_fhirbox(server.url)
+                    if variant == "console":
+                        loads.update(console_loads(server.url))
                 except httpx.HTTPError as exc:
                     loads, notes = {}, {"": [f"seeding failed: {exc!r}"]}
                 for note in (n for group in notes.values() for n in group):

@@ -85,6 +85,19 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("access log", {"FHIRBOX_ACCESS_LOG": "false"}, ("token-opaque", "get-bearer-opaque")),
 )
 
+# The console's pages, on a server holding 1,000 Clients and 100,000 AuditEvents (bench/console_seed.py).
+CONSOLE_PAGES = {
+    "console-dashboard": "/ui/",
+    "console-clients": "/ui/clients",
+    "console-client": "/ui/clients/bench-client-0050",
+    "console-policies": "/ui/policies",
+    "console-sessions": "/ui/sessions",
+    "console-audit": "/ui/audit",
+    "console-audit-client": "/ui/audit?client=bench-client-0050",
+    "console-keys": "/ui/keys",
+}
+FHIRBOX_SCENARIOS += tuple(Scenario(name, "console") for name in CONSOLE_PAGES)
+
 # The variant names the algorithm the peer signs https://api.example.com/ tokens with.
 PEER_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("token-opaque", "peer-RS256"),
@@ -215,6 +228,17 @@ def seed_fhirbox(base_url: str) -> tuple[dict[str, Load], dict[str, list[str]]]:
     for name in list(loads):
         loads[name + AUDIT_OFF_SUFFIX] = loads[name]
     return loads, notes
+
+
+def console_loads(base_url: str) -> dict[str, Load]:
+    """Each console page, requested with the cookie of a root console session."""
+    with httpx.Client(base_url=base_url, timeout=30.0) as http:
+        answer = http.post("/ui/sign-in", data={"client_id": ROOT_ID, "client_secret": ROOT_SECRET})
+        cookie = answer.cookies.get("fhirbox_console")
+    if answer.status_code != 303 or not cookie:
+        raise httpx.HTTPError(f"console sign-in failed: {answer.status_code} {answer.text[:160]}")
+    headers = {"Cookie": f"fhirbox_console={cookie}"}
+    return {name: Load("GET", path, headers=headers) for name, path in CONSOLE_PAGES.items()}
 
 
 PEER_CLIENT = ("bench", "bench-secret")

@@ -20,6 +20,10 @@ from fhirbox.auth.root import RootClient, root_guard
 from fhirbox.auth.secrets import SecretVerifier
 from fhirbox.auth.throttle import FailureCounter
 from fhirbox.clock import Clock, system_clock
+from fhirbox.console import add_console_routes
+from fhirbox.console.gate import ConsoleGate
+from fhirbox.console.html import Templates
+from fhirbox.console.sessions import ConsoleSessions
 from fhirbox.health import Health
 from fhirbox.http.forwarded import Forwarding
 from fhirbox.http.request import Receive, Scope, Send
@@ -36,6 +40,7 @@ from fhirbox.oauth.grants.client_credentials import ClientCredentialsGrant
 from fhirbox.oauth.grants.refresh_token import RefreshTokenGrant
 from fhirbox.oauth.introspection import Introspection
 from fhirbox.oauth.jwks_fetch import JwksFetcher
+from fhirbox.oauth.key_admin import KeyAdmin
 from fhirbox.oauth.key_encryption import KeyEncryption
 from fhirbox.oauth.keys import KEY_TYPE, KeyRing
 from fhirbox.oauth.revocation import Revocation
@@ -161,6 +166,9 @@ def create_app(
     router.add("POST", "/auth/test-policy", Route(PolicyTester(store).handle, "root"))
     scrape = MetricsEndpoint(metrics, lambda: count_active_sessions(store))
     router.add("GET", "/metrics", Route(scrape.handle, "public" if settings.metrics_public else "policy"))
+    key_admin = KeyAdmin(keys)
+    router.add("GET", "/auth/keys", Route(key_admin.list, "root"))
+    router.add("POST", "/auth/keys/rotate", Route(key_admin.rotate, "root"))
     router.add("GET", "/.well-known/jwks.json", Route(discovery.jwks, "public"))
     # RFC 8414 §3: an issuer with a path (http://h/fhir) has its metadata at
     # /.well-known/oauth-authorization-server/fhir; clients that only know OpenID Connect look at
@@ -175,6 +183,21 @@ def create_app(
     router.add("GET", "/.well-known/smart-configuration", Route(discovery.smart, "public"))
     ResourceApi(store, rules).add_routes(router)
 
+    # The admin console: signed in by a cookie naming a console Session; its pages act as that client
+    # through the pipeline (Pipeline.call), under the same policies as the API.
+    console = None
+    if settings.console:
+        console_sessions = ConsoleSessions(
+            store,
+            sessions,
+            clients,
+            root_client_id=settings.root_client_id,
+            idle_timeout=settings.console_idle_timeout,
+            retention=retention,
+            clock=clock,
+        )
+        console = ConsoleGate(console_sessions, Templates())
+
     # Every request goes through the one pipeline; it writes the access log and the HTTP metrics.
     pipeline = Pipeline(
         router,
@@ -186,7 +209,10 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         max_depth=settings.max_depth,
+        console=console,
     )
+    if console is not None:
+        add_console_routes(router, pipeline, console)
     return App(
         settings,
         store,

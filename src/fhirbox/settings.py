@@ -71,6 +71,15 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
 def _port(value: str) -> int:
     allowed = "a TCP port (0-65535)"
     number = _number(value, int, allowed)
@@ -128,15 +137,6 @@ def _audit_level(value: str) -> str:
     if value not in ("all", "security", "off"):
         raise ValueError(f"must be all, security or off, got {value!r}")
     return value
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, got {value!r}")
 
 
 def _log_format(value: str) -> str:
@@ -291,6 +291,11 @@ class Settings:
         1000,
         _positive_int,
         "Most connections one server process holds open at once; further ones are closed at once.",
+    )
+
+    console: bool = _setting(True, _boolean, "Serve the admin console at `/ui` (`false`: `/ui` is 404).")
+    console_idle_timeout: int = _setting(
+        1800, _positive_int, "Seconds without use after which a console session is closed."
     )
 
     @property

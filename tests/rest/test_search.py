@@ -212,3 +212,27 @@ async def test_a_query_string_that_is_not_utf8_is_400_not_ignored(root: httpx.As
     response = await root.get("/Patient?name=B&x=%FF")
     assert response.status_code == 400
     assert "UTF-8" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_total_none_leaves_out_the_count_and_pages_on_while_pages_are_full(
+    root: httpx.AsyncClient,
+) -> None:
+    await put_patients(root, 4)
+    first = await search(root, _count="2", _total="none")
+    assert "total" not in first
+    assert ids(first) == ["p00", "p01"] and "next" in links(first)
+    last = await search(root, _count="3", _page="2", _total="none")
+    assert ids(last) == ["p03"] and "next" not in links(last)
+    assert (await search(root, _total="accurate"))["total"] == 4
+    assert (await root.get("/Patient", params={"_total": "sometimes"})).status_code == 400
+
+
+async def test_text_filters_match_values_whatever_json_escapes_them(root: httpx.AsyncClient) -> None:
+    odd = ['say "hi"', "back\\slash", "naïve ☃", "tab\there", "</script>"]
+    for n, value in enumerate(odd):
+        await root.put(f"/Patient/o{n}", json={"code": {"text": value}, "tags": [{"v": value}]})
+    await root.put("/Patient/elsewhere", json={"note": odd[0], "code": {"text": "other"}})
+    for n, value in enumerate(odd):
+        assert ids(await search(root, **{"code.text": value})) == [f"o{n}"]
+        assert ids(await search(root, **{"tags.v": value})) == [f"o{n}"]
+    assert ids(await search(root, **{"code.text": "say"})) == []

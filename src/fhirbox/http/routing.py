@@ -21,7 +21,7 @@ PARAM_KEYS = {"type": "resource/type", "id": "resource/id"}
 Handler = Callable[["Request", "Principal | None"], Awaitable["Response"]]
 
 
-Access = Literal["public", "authenticated", "policy", "root"]
+Access = Literal["public", "authenticated", "policy", "root", "console"]
 # The FHIR interaction a resource route performs, as scopes name them: ``upsert`` is a PUT, which
 # creates or updates depending on what is stored when it is written.
 Interaction = Literal["create", "read", "update", "upsert", "delete", "search"]
@@ -35,7 +35,10 @@ class Route:
       authenticate clients by the OAuth rules themselves);
     - ``authenticated``: a principal, whatever the policies say (``DELETE /Session`` on one's own token);
     - ``policy``: a principal that an AccessPolicy allows (every resource route);
-    - ``root``: the root client only (``/auth/test-policy`` reads any Client and policy).
+    - ``root``: the root client only (``/auth/test-policy`` reads any Client and policy);
+    - ``console``: a signed-in console session (its cookie, not an ``Authorization`` header) of a
+      client that may use the console (root, or one an AccessPolicy allows ``GET /ui``); a POST also
+      needs the session's CSRF token (``fhirbox.console.sessions``).
 
     ``interaction`` is what a resource route does to resources of its ``{type}`` (None on other
     routes): SMART scopes are checked against it.

@@ -1,4 +1,5 @@
-"""A ``Session``: one per issued access token, holding the hashes of its tokens and its lifetimes.
+"""A ``Session``: one per issued access token, holding the hashes of its tokens and its lifetimes;
+or, with ``type: console``, one per sign-in to the admin console, holding the hash of its cookie.
 
 Sessions are written only by the token endpoint and by revocation; REST responses never show the
 token hashes. A Session's tokens work while it is active, unexpired and still holds their hash, so
@@ -15,8 +16,11 @@ from typing import Any
 from fhirbox.models.client import CLIENT
 
 SESSION = "Session"
+# A console sign-in's Session type. Its cookie's hash is kept apart from ``access_token``, so a console
+# cookie is never a bearer token and a bearer token is never a console cookie.
+CONSOLE = "console"
 # Token hashes; never shown, never searchable.
-HIDDEN_FIELDS = ("access_token", "refresh_token", "refresh_token_history")
+HIDDEN_FIELDS = ("access_token", "refresh_token", "refresh_token_history", "console_token")
 # Rotated refresh tokens remembered per Session, to detect their reuse (RFC 9700 §4.14).
 REFRESH_HISTORY = 50
 
@@ -84,9 +88,37 @@ class Session:
             body["scope"] = scope
         return cls(_with_tokens(body, tokens, retention))
 
+    @classmethod
+    def new_console(
+        cls, *, session_id: str, client_id: str, cookie_hash: str, now: float, idle: int, retention: int
+    ) -> Session:
+        """A console sign-in: it expires ``idle`` seconds after its last use (see ``used``)."""
+        body: dict[str, Any] = {
+            "resourceType": SESSION,
+            "id": session_id,
+            "type": CONSOLE,
+            "client": {"id": client_id, "resourceType": CLIENT},
+            "start": iso(now),
+            "active": True,
+            "console_token": cookie_hash,
+        }
+        return cls(_idle_until(body, now, idle, retention))
+
     @property
     def id(self) -> str:
         return str(self.body["id"])
+
+    @property
+    def is_console(self) -> bool:
+        return self.body.get("type") == CONSOLE
+
+    def holds_console(self, hashed: str) -> bool:
+        """A console Session whose cookie has the hash ``hashed``."""
+        return self.is_console and _same(self.body.get("console_token"), hashed)
+
+    def used(self, now: float, idle: int, retention: int) -> dict[str, Any]:
+        """The body of this console Session used at ``now``: it now expires ``idle`` seconds later."""
+        return _idle_until(_editable(self.body), now, idle, retention)
 
     @property
     def client_id(self) -> str | None:
@@ -180,6 +212,13 @@ def _same(stored: Any, hashed: str) -> bool:
 def _editable(body: dict[str, Any]) -> dict[str, Any]:
     """A copy to write back: ``meta`` is the store's to set."""
     return {key: value for key, value in body.items() if key != "meta"}
+
+
+def _idle_until(body: dict[str, Any], now: float, idle: int, retention: int) -> dict[str, Any]:
+    body["exp"] = int(now) + idle
+    body["last_used"] = iso(now)
+    body["purge_after"] = body["exp"] + retention
+    return body
 
 
 def _with_tokens(body: dict[str, Any], tokens: TokenHashes, retention: int) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class BearerAuth:
             raise InvalidToken("Unknown access token")
         session = entry.session
         hashed = token_hash(token)
-        if not session.holds_access(hashed):
+        if session.is_console or not session.holds_access(hashed):
             raise InvalidToken("Unknown access token")
         if not session.active:
             raise InvalidToken("The session of this token was closed")

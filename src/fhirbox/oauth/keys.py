@@ -229,7 +229,7 @@ async def longest_token_lifetime(store: Store, default: int) -> int:
         for body in page.resources:
             longest = max(longest, client_credentials_of(body, default).access_token_expiration)
         offset += len(page.resources)
-        if not page.resources or offset >= page.total:
+        if not page.resources or offset >= (page.total or 0):
             return longest
 
 

@@ -162,7 +162,7 @@ async def close_client_sessions(
 async def count_active_sessions(store: Store) -> int:
     """Sessions not closed (``active``), expired ones included until closed or purged."""
     page = await store.search(SESSION, SearchQuery(filters=(Filter(("active",), "true"),), limit=1))
-    return page.total
+    return page.total or 0
 
 
 class SessionPurge:

@@ -98,7 +98,7 @@ class PolicyCache:
                 if compiled is not None:
                     policies[compiled.id] = compiled
             offset += len(page.resources)
-            if len(page.resources) < _PAGE or offset >= page.total:
+            if len(page.resources) < _PAGE or offset >= (page.total or 0):
                 return policies
 
     def _replace(self, policy_id: str, stored: Stored | None) -> None:

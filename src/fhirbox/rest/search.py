@@ -74,6 +74,7 @@ class SearchRequest:
         self.page = 1
         self.elements: tuple[list[tuple[str, ...]], list[tuple[str, ...]]] | None = None
         self.params = params
+        count_total = True
         filters: list[Filter] = []
         comparisons: list[Comparison] = []
         ids: list[str] = []
@@ -93,6 +94,10 @@ class SearchRequest:
                     sort.extend(keys)
                 elif name == "_elements":
                     self.elements = self._elements(value)
+                elif name == "_total":
+                    if value not in ("none", "estimate", "accurate"):
+                        raise HttpError(400, f"_total must be none, estimate or accurate, got {value!r}")
+                    count_total = value != "none"
                 elif name == "_id":
                     ids.extend(part for part in value.split(",") if part)
                 elif name == "_lastUpdated":
@@ -116,6 +121,7 @@ class SearchRequest:
             sort=sort,
             limit=self.count,
             offset=(self.page - 1) * self.count,
+            total=count_total,
         )
 
     @staticmethod
@@ -197,21 +203,24 @@ def _deep_copy_dicts(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def searchset(
-    search: SearchRequest, resources: list[dict[str, Any]], total: int, base: str
+    search: SearchRequest, resources: list[dict[str, Any]], total: int | None, base: str
 ) -> dict[str, Any]:
-    """A ``searchset`` Bundle with ``self``, ``first``, ``next`` and ``previous`` links."""
+    """A ``searchset`` Bundle with ``self``, ``first``, ``next`` and ``previous`` links. Without a
+    ``total`` (``_total=none``) a full page has a ``next`` link, which may lead to an empty page."""
     links = [
         {"relation": "self", "url": search.link(base, search.page)},
         {"relation": "first", "url": search.link(base, 1)},
     ]
-    if search.page * search.count < total:
+    more = len(resources) >= search.count if total is None else search.page * search.count < total
+    if more:
         links.append({"relation": "next", "url": search.link(base, search.page + 1)})
     if search.page > 1:
         links.append({"relation": "previous", "url": search.link(base, search.page - 1)})
+    counted = {"total": total} if total is not None else {}
     return {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": total,
+        **counted,
         "link": links,
         "entry": [
             {

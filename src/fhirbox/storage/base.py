@@ -125,12 +125,14 @@ class SearchQuery:
     sort: Sequence[SortKey] = ()
     limit: int = 100
     offset: int = 0
+    # False: do not count every match (FHIR ``_total=none``); the result's ``total`` is then None.
+    total: bool = True
 
 
 @dataclass(slots=True)
 class SearchResult:
     resources: list[dict[str, Any]]
-    total: int
+    total: int | None
 
 
 def now_iso() -> str:

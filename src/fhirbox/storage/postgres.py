@@ -362,9 +362,9 @@ class PostgresStore(Store):
         if sql is None:
             return SearchResult([], 0)
         async with self._connection() as conn:
-            total = await conn.fetchval(sql.count, *sql.count_params)
+            total = int(await conn.fetchval(sql.count, *sql.count_params)) if query.total else None
             rows = await conn.fetch(sql.select, *sql.select_params)
-        return SearchResult([orjson.loads(row["body"]) for row in rows], int(total))
+        return SearchResult([orjson.loads(row["body"]) for row in rows], total)
 
     # -- writes ----------------------------------------------------------------------------------
     async def _mutate(
