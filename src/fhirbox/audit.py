@@ -13,11 +13,10 @@ response leaves only once the record is durable (memory stays bounded by the req
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+from fhirbox.background import Periodic
 from fhirbox.clock import Clock
 from fhirbox.ids import UniqueIds
 from fhirbox.models.audit_event import (
@@ -157,35 +156,19 @@ class Audit:
             log.exception("writing %d audit events failed", len(wanted))
 
 
-class AuditPurge:
+class AuditPurge(Periodic):
     """Removes AuditEvents older than ``FHIRBOX_AUDIT_RETENTION`` (their ``purge_after`` passed)."""
 
     def __init__(self, store: Store, clock: Clock, interval: float = 60.0) -> None:
+        super().__init__(interval)
         self.store = store
         self.clock = clock
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def purge_once(self) -> int:
         """Remove every AuditEvent past its ``purge_after``; the number removed."""
         return await self.store.purge(AUDIT_EVENT, PURGE_AFTER, self.clock())
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                purged = await self.purge_once()
-                if purged:
-                    log.info("purged %d AuditEvents past FHIRBOX_AUDIT_RETENTION", purged)
-            except Exception:
-                log.exception("purging AuditEvents failed")
-            await asyncio.sleep(self.interval)
+    async def run_once(self) -> None:
+        purged = await self.purge_once()
+        if purged:
+            log.info("purged %d AuditEvents past FHIRBOX_AUDIT_RETENTION", purged)

@@ -6,14 +6,13 @@ durable, before the token response is sent.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhirbox.background import Periodic
 from fhirbox.clock import Clock
 from fhirbox.metrics import NOT_COUNTED, CacheCounts
 from fhirbox.models.session import SESSION, Session
@@ -165,37 +164,21 @@ async def count_active_sessions(store: Store) -> int:
     return page.total or 0
 
 
-class SessionPurge:
+class SessionPurge(Periodic):
     """Removes Sessions whose ``purge_after`` has passed, and expired ``Store.remember_once`` records
     (client assertion ids), every ``interval`` seconds, in the background."""
 
     def __init__(self, store: Store, retention: int, clock: Clock) -> None:
+        super().__init__(min(60.0, max(0.5, retention / 2)))
         self.store = store
         self.clock = clock
-        self.interval = min(60.0, max(0.5, retention / 2))
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def purge_once(self) -> int:
         """Remove every Session past its ``purge_after``; the number removed."""
         return await self.store.purge(SESSION, ("purge_after",), self.clock())
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                purged = await self.purge_once()
-                if purged:
-                    log.info("purged %d expired Sessions", purged)
-                await self.store.forget_expired(self.clock())
-            except Exception:
-                log.exception("purging expired Sessions failed")
-            await asyncio.sleep(self.interval)
+    async def run_once(self) -> None:
+        purged = await self.purge_once()
+        if purged:
+            log.info("purged %d expired Sessions", purged)
+        await self.store.forget_expired(self.clock())
