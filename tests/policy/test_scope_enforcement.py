@@ -359,3 +359,19 @@ async def test_too_many_requested_scopes_are_invalid_scope(
         "/auth/token", data={"grant_type": "client_credentials", "scope": scope}, auth=("smart", SECRET)
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
+async def test_a_token_granted_none_of_its_clients_smart_scopes_makes_no_resource_interaction(
+    client: httpx.AsyncClient, root: httpx.AsyncClient
+) -> None:
+    """A client given SMART scopes cannot escape them by asking only for its other scopes."""
+    await seed(root)
+    await smart_client(root, ["system/Patient.rs", "launch"])
+    token = await token_for(client, "launch")
+    refused_for_scope(await client.get("/Patient/p1", headers=bearer(token)), "system/Patient.r")
+    written = await client.put("/Client/backdoor", json={"secret": "x" * 20}, headers=bearer(token))
+    refused_for_scope(written, "system/Client.cu")
+    assert (await root.get("/Client/backdoor")).status_code == 404
+    # Its SMART scopes still work as granted.
+    reader = await token_for(client, "system/Patient.rs launch")
+    assert (await client.get("/Patient/p1", headers=bearer(reader))).status_code == 200

@@ -16,3 +16,6 @@ class Principal:
     session: dict[str, Any] | None = None
     jwt: dict[str, Any] | None = None
     scope: tuple[str, ...] = field(default_factory=tuple)
+    # Whether SMART scopes limit this principal's resource interactions (``scope_enforcement``): a
+    # bearer token whose scope, or whose Client's ``scope``, holds a ``system/`` scope.
+    smart_scoped: bool = False

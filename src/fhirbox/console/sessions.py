@@ -38,6 +38,10 @@ COOKIE = "fhirbox_console"
 COOKIE_PATH = "/ui"
 CSRF_FIELD = "csrf"
 _MAX_COOKIE = 200
+SCOPE_LIMITED = (
+    "This client may not use the console: SMART scopes limit its API access and it may not use Basic "
+    "credentials, so its secret alone may not act for it"
+)
 
 
 class SignInRefused(Exception):
@@ -108,7 +112,17 @@ class ConsoleSessions:
         if client is None:
             self.sign_in_failed(client_id, address, "invalid client credentials")
             raise SignInRefused(401, "Invalid client id or secret")
+        if self.limited_by_scopes(client):
+            self.sign_in_failed(client_id, address, "limited by SMART scopes")
+            raise SignInRefused(403, SCOPE_LIMITED)
         return client
+
+    def limited_by_scopes(self, client: Client) -> bool:
+        """Whether SMART scopes limit every API credential of ``client`` (it has ``system/`` scopes and
+        may not use Basic): its secret alone, as the console uses it, would act beyond them."""
+        return (
+            client.id != self.root_client_id and client.is_smart_scoped and not client.allows_grant("basic")
+        )
 
     def sign_in_failed(self, client_id: str, address: str, reason: str) -> None:
         """Every refused console sign-in passes here (logged). Wrong credentials and throttling are
@@ -153,6 +167,8 @@ class ConsoleSessions:
         client = await self.clients.get(client_id) if client_id is not None else None
         if client is None:
             raise HttpError(401, "The client of this console session is inactive or deleted")
+        if self.limited_by_scopes(client):
+            raise HttpError(403, SCOPE_LIMITED)
         if int(now) + self.idle_timeout - int(session.body.get("exp", 0)) >= self.touch_interval:
             await self.touch(session.id, now)
         if request.method == "POST":

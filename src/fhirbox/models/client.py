@@ -163,6 +163,13 @@ class Client:
         grant_types = self.body.get("grant_types")
         return isinstance(grant_types, list) and grant_type in grant_types
 
+    @property
+    def is_smart_scoped(self) -> bool:
+        """Whether ``scope`` holds a SMART ``system/`` scope: then SMART scopes limit every token of
+        this client, and its secret alone (the console) acts only where Basic is allowed."""
+        scope = self.body.get("scope")
+        return isinstance(scope, list) and any(isinstance(s, str) and is_smart_scope(s) for s in scope)
+
     def client_credentials(self, default_expiration: int) -> ClientCredentialsSettings:
         """``auth.client_credentials`` with ``default_expiration`` for an unset token lifetime."""
         return client_credentials_of(self.body, default_expiration)

@@ -20,6 +20,7 @@ from fhirbox.http.request import Request
 from fhirbox.models.client import Client
 from fhirbox.oauth.errors import safe_description
 from fhirbox.oauth.sessions import CachedSession, SessionCache
+from fhirbox.oauth.smart_scopes import holds_smart_scope
 from fhirbox.oauth.token_formats import InvalidToken, JwtTokens, is_jwt, session_id_of, token_hash
 
 
@@ -82,13 +83,17 @@ class BearerAuth:
         except InvalidToken as exc:
             self.count_failure("invalid_token")
             raise invalid_token(str(exc)) from None
+        scope = tuple(entry.session.scope or ())
         return Principal(
             client_id=client.id,
             client=client.body,
             is_root=client.id == self.root_client_id,
             session=entry.public(),
             jwt=claims,
-            scope=tuple(entry.session.scope or ()),
+            scope=scope,
+            # A client given SMART scopes is limited by them on every token, even one granted none
+            # of them (requested with other scopes only): such a token makes no resource interaction.
+            smart_scoped=holds_smart_scope(scope) or client.is_smart_scoped,
         )
 
     async def resolve(self, token: str, base_url: str) -> tuple[CachedSession, Client, dict[str, Any] | None]:

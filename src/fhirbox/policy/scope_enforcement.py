@@ -1,8 +1,9 @@
 """SMART scopes enforced: the authorization step that runs before AccessPolicies on policy routes.
 
-A bearer token whose scope holds at least one ``system/`` scope may make a resource interaction only
-when one of its SMART scopes covers it; AccessPolicies must allow it as well (the pipeline runs both).
-Tokens without ``system/`` scopes, Basic credentials and the root client are not affected.
+A bearer token whose scope holds at least one ``system/`` scope, or whose Client's ``scope`` does
+(``Principal.smart_scoped``), may make a resource interaction only when one of its SMART scopes covers
+it (a token granted none of them: none); AccessPolicies must allow it as well (the pipeline runs both).
+Other tokens, Basic credentials and the root client are not affected.
 
 What the route alone decides is checked here: the interaction's permission letter on the route's type
 (``c`` create, ``r`` read, ``u`` update, ``d`` delete, ``s`` search). What depends on the stored
@@ -96,7 +97,7 @@ class ScopeAuthorizer:
     """Checks a SMART-scoped bearer token's scopes against the route's interaction."""
 
     async def authorize(self, request: Request, principal: Principal, route: Route) -> None:
-        if principal.is_root or not holds_smart_scope(principal.scope):
+        if principal.is_root or not (principal.smart_scoped or holds_smart_scope(principal.scope)):
             return
         resource_type = request.path_params.get("type")
         if route.interaction is None or resource_type is None:
