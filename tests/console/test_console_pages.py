@@ -296,3 +296,20 @@ async def test_the_dashboard_counts_a_day_from_its_completed_hours_and_its_ends(
         assert seen["Tokens issued, last hour"] == "0" and seen["Tokens issued, last day"] == "3"
         assert seen["Failed authentications, last day"] == "1"
     assert gone["Tokens issued, last day"] == "0"
+
+
+async def test_a_page_number_too_long_for_an_int_is_the_first_page_not_a_500(app: App) -> None:
+    async with console_client(app) as http:
+        await sign_in(http, ROOT_ID, ROOT_SECRET)
+        for path in ("/ui/clients", "/ui/audit", "/ui/sessions", "/ui/policies"):
+            answer = await http.get(path, params={"page": "9" * 5000})
+            assert answer.status_code == 200, (path, answer.text[:300])
+
+
+async def test_an_audit_range_beyond_the_calendar_in_utc_is_a_problem_shown_not_a_500(app: App) -> None:
+    async with console_client(app) as http:
+        await sign_in(http, ROOT_ID, ROOT_SECRET)
+        for name, value in (("from", "0001-01-01T00:00+05:00"), ("to", "9999-12-31T23:59-05:00")):
+            answer = await http.get("/ui/audit", params={name: value})
+            assert answer.status_code == 200, answer.text[:300]
+            assert "not a date-time" in answer.text

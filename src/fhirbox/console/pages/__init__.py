@@ -52,4 +52,9 @@ class Pages:
 
 def page_number(request: Request) -> int:
     value = request.query_value("page") or "1"
-    return int(value) if value.isascii() and value.isdigit() and 0 < int(value) <= 100_000 else 1
+    # At most 6 digits before int(): a longer string may exceed int()'s digit limit (ValueError).
+    return (
+        int(value)
+        if value.isascii() and value.isdigit() and len(value) <= 6 and 0 < int(value) <= 100_000
+        else 1
+    )
