@@ -251,6 +251,10 @@ REFUSALS: dict[str, tuple[Any, str]] = {
     ),
     "no jti": (lambda: assertion(ES384, "backend", drop=("jti",)), "jti is missing"),
     "jti too long": (lambda: assertion(ES384, "backend", jti="j" * 300), "jti is missing"),
+    "jti a lone surrogate": (
+        lambda: _raw({"alg": "ES384", "kid": "ES384-a"}, _claims(jti="\ud800")),
+        "jti may not contain U+0000 or a lone surrogate",
+    ),
     "malformed": (lambda: "not.a.jwt", "not a well-formed signed JWT"),
     "payload not an object": (
         lambda: jwt.api_jws.encode(b"[1, 2]", ES384.private, algorithm="ES384", headers={"kid": "ES384-a"}),

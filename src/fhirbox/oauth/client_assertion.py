@@ -117,8 +117,8 @@ class ClientAssertions:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
             raise _refuse(f"jti is missing (a string of at most {MAX_JTI_LENGTH} characters)")
-        if "\x00" in jti:
-            raise _refuse("jti may not contain U+0000")
+        if "\x00" in jti or not _is_unicode_text(jti):
+            raise _refuse("jti may not contain U+0000 or a lone surrogate (it is stored)")
         fresh = await self.store.remember_once(REPLAY_NAMESPACE, f"{client.id}\n{jti}", exp, now=self.clock())
         if not fresh:
             raise _refuse("jti was already used (a replayed assertion)", replayed=True)
@@ -171,6 +171,15 @@ class ClientAssertions:
             if value > now + MAX_SKEW:
                 raise _refuse(f"{name} is more than {MAX_SKEW} s in the future")
         return float(exp)
+
+
+def _is_unicode_text(value: str) -> bool:
+    """Whether ``value`` can be encoded as UTF-8 (JSON's ``"\\ud800"`` decodes to a lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_number(value: Any) -> bool:
