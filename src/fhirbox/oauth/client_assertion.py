@@ -24,7 +24,7 @@ from fhirbox.models.client import Client
 from fhirbox.models.jwk_set import ASSERTION_ALGORITHMS, fits, public_key
 from fhirbox.oauth.errors import InvalidClientAssertion
 from fhirbox.oauth.jwks_fetch import JwksFetcher, JwksUnavailable
-from fhirbox.storage.base import Store
+from fhirbox.storage.base import Store, storable_text
 
 MAX_ASSERTION_BYTES = 16 * 1024
 MAX_LIFETIME = 300  # exp at most 5 minutes ahead
@@ -117,7 +117,7 @@ class ClientAssertions:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
             raise _refuse(f"jti is missing (a string of at most {MAX_JTI_LENGTH} characters)")
-        if "\x00" in jti or not _is_unicode_text(jti):
+        if not storable_text(jti):
             raise _refuse("jti may not contain U+0000 or a lone surrogate (it is stored)")
         fresh = await self.store.remember_once(REPLAY_NAMESPACE, f"{client.id}\n{jti}", exp, now=self.clock())
         if not fresh:
@@ -171,15 +171,6 @@ class ClientAssertions:
             if value > now + MAX_SKEW:
                 raise _refuse(f"{name} is more than {MAX_SKEW} s in the future")
         return float(exp)
-
-
-def _is_unicode_text(value: str) -> bool:
-    """Whether ``value`` can be encoded as UTF-8 (JSON's ``"\\ud800"`` decodes to a lone surrogate)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_number(value: Any) -> bool:

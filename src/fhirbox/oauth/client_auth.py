@@ -30,6 +30,7 @@ from fhirbox.oauth.errors import (
     TemporarilyUnavailable,
     TooManyAttempts,
 )
+from fhirbox.storage.base import storable_text
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
@@ -123,13 +124,8 @@ def _without_nul(params: dict[str, str]) -> dict[str, str]:
     """``params``, unless a name or value holds U+0000 or a lone surrogate (``"\\ud800"`` in JSON):
     neither is text a backend can store or hash, so ``invalid_request``."""
     for name, value in params.items():
-        if "\x00" in name or "\x00" in value:
-            raise InvalidRequest("Parameters may not contain U+0000")
-        try:
-            name.encode("utf-8")
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequest("Parameters must be valid Unicode text (no lone surrogates)") from None
+        if not (storable_text(name) and storable_text(value)):
+            raise InvalidRequest("Parameters must be valid Unicode text without U+0000 or lone surrogates")
     return params
 
 

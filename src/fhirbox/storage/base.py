@@ -135,6 +135,18 @@ class SearchResult:
     total: int | None
 
 
+def storable_text(text: str) -> bool:
+    """Whether both backends can store (and hash) ``text``: no U+0000 (PostgreSQL text cannot hold it)
+    and no lone surrogate (JSON's ``"\\ud800"`` decodes to one; it has no UTF-8 encoding)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def now_iso() -> str:
     """UTC now as ISO 8601 with microseconds; fixed width, so text order is time order."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
