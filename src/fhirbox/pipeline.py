@@ -128,10 +128,8 @@ class Pipeline:
             route, request.path_params = self.router.match(request.method, request.path)
             template = route.template
             response = await self.respond(request, route)
-        except HttpError as error:
-            response = self.failure(request, error)
-        except UnstorableValue as error:
-            response = self.failure(request, HttpError(422, f"Invalid resource: {error}"))
+        except (HttpError, UnstorableValue) as error:
+            response = self.failure(request, _http_error(error))
         except Exception:
             log.exception("internal error in request %s %s", request.method, request.path)
             diagnostics = f"Internal server error; request id {request.request_id}"
@@ -205,10 +203,8 @@ class Pipeline:
                 raise HttpError(403, f"{method} {path} cannot be called from inside the server")
             await self.check_access(request, principal, route)
             return await route.handler(request, principal)
-        except HttpError as error:
-            return error_response(request, error)
-        except UnstorableValue as error:
-            return error_response(request, HttpError(422, f"Invalid resource: {error}"))
+        except (HttpError, UnstorableValue) as error:
+            return error_response(request, _http_error(error))
 
     def internal_request(
         self,
@@ -262,6 +258,13 @@ class Pipeline:
         for name, _ in request.query:
             if name in self.route_keys:
                 raise HttpError(400, f"Query parameter {name!r} is set by the route, not the query string")
+
+
+def _http_error(error: HttpError | UnstorableValue) -> HttpError:
+    """The answer to a failure a handler may raise: its own, or 422 for a body no backend can hold."""
+    if isinstance(error, UnstorableValue):
+        return HttpError(422, f"Invalid resource: {error}")
+    return error
 
 
 async def _no_handler(request: Request, principal: Principal | None) -> Response:
