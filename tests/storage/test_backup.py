@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
 
-from tests.support import ROOT, ServerProcess, one_line_error, run_fhirbox, wait_until
+import pytest
+
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    one_line_error,
+    run_fhirbox,
+    wait_until,
+)
 
 
 def test_a_backup_taken_during_writes_opens_is_intact_and_holds_every_acknowledged_write(
@@ -70,6 +79,38 @@ def test_backup_refuses_to_overwrite_or_to_copy_what_is_not_there(tmp_path: Path
     missing = run_fhirbox("backup", "--database", f"sqlite:///{tmp_path}/missing.db", str(tmp_path / "b.db"))
     one_line_error(missing, 1, "no SQLite database at")
     assert not (tmp_path / "missing.db").exists() and not (tmp_path / "b.db").exists()
+
+
+def test_a_backup_into_a_missing_directory_names_the_destination_and_creates_nothing(tmp_path: Path) -> None:
+    live = f"sqlite:///{tmp_path}/live.db"
+    ServerProcess(live, tmp_path).start().stop()
+    destination = tmp_path / "backups" / "b.db"
+    done = run_fhirbox("backup", "--database", live, str(destination))
+    line = one_line_error(
+        done, 1, f"cannot write {destination}", f"directory {destination.parent} does not exist"
+    )
+    assert "live.db" not in line  # the source is not to blame
+    assert not destination.parent.exists()  # never created behind the user's back
+
+
+def test_a_backup_under_a_file_says_its_directory_is_not_one(tmp_path: Path) -> None:
+    live = f"sqlite:///{tmp_path}/live.db"
+    ServerProcess(live, tmp_path).start().stop()
+    (tmp_path / "notes").write_text("a file")
+    destination = tmp_path / "notes" / "b.db"
+    done = run_fhirbox("backup", "--database", live, str(destination))
+    one_line_error(done, 1, f"cannot write {destination}", f"{destination.parent} is not a directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory")
+def test_a_backup_into_a_read_only_directory_says_it_is_not_writable(tmp_path: Path) -> None:
+    live = f"sqlite:///{tmp_path}/live.db"
+    ServerProcess(live, tmp_path).start().stop()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    done = run_fhirbox("backup", "--database", live, str(locked / "b.db"))
+    one_line_error(done, 1, f"cannot write {locked / 'b.db'}", f"directory {locked} is not writable")
+    assert not list(locked.iterdir())
 
 
 def test_backup_of_postgresql_points_to_pg_dump_without_the_password(tmp_path: Path) -> None:

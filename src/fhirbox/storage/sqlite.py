@@ -12,6 +12,7 @@ itself fail a batch, each write of it is retried alone, so one bad write never f
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import os
@@ -563,7 +564,8 @@ def backup_database(source: str, destination: str) -> BackupSummary:
     writer do not block each other, so the servers keep writing). The copy is made beside
     ``destination``, switched out of WAL mode (one self-contained file), checked with
     ``PRAGMA integrity_check``, synced, and only then renamed to ``destination``. ``ValueError`` when
-    ``source`` is not a fhirbox database or ``destination`` exists.
+    ``source`` is not a fhirbox database, ``destination`` exists, or its directory is missing or not
+    writable (it is never created).
     """
     if not Path(source).is_file():
         raise ValueError(f"no SQLite database at {source}")
@@ -571,6 +573,12 @@ def backup_database(source: str, destination: str) -> BackupSummary:
     if target.exists():
         raise ValueError(f"{destination} exists: give a new file name")
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    # Created here rather than by sqlite3, whose "unable to open database file" would read as if the
+    # source were at fault: the OS's reason names what is wrong with the destination's directory.
+    try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    except OSError as exc:
+        raise ValueError(f"cannot write {destination}: {_unwritable(target.parent, exc)}") from None
     try:
         try:
             summary = _copy(source, str(partial))
@@ -587,6 +595,19 @@ def backup_database(source: str, destination: str) -> BackupSummary:
         return summary
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _unwritable(directory: Path, exc: OSError) -> str:
+    """Why no file can be created in ``directory``, as the user can act on it."""
+    if isinstance(exc, FileNotFoundError):
+        return f"directory {directory} does not exist (create it first)"
+    if isinstance(exc, NotADirectoryError):
+        return f"{directory} is not a directory"
+    if isinstance(exc, PermissionError):
+        return f"directory {directory} is not writable (permission denied)"
+    if exc.errno == errno.EROFS:
+        return f"directory {directory} is on a read-only file system"
+    return f"cannot create a file in {directory}: {exc.strerror or exc}"
 
 
 def _copy(source: str, destination: str) -> BackupSummary:
