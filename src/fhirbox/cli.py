@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
@@ -203,7 +205,7 @@ def backup(database_url: str | None, path: str) -> None:
     if not settings.database_url.startswith("sqlite:"):
         raise CommandError(
             "fhirbox backup copies SQLite databases; for PostgreSQL use pg_dump, e.g. "
-            f'pg_dump --format=custom --file={path} "$FHIRBOX_DATABASE_URL"',
+            f"{pg_dump_hint(settings.database_url, path)}",
             USAGE,
         )
     source = SQLiteStore.from_url(settings.database_url).path
@@ -215,6 +217,43 @@ def backup(database_url: str | None, path: str) -> None:
         f"backed up {source} to {path}: {copied.resources} resources, schema version "
         f"{copied.schema_version}, {copied.size} bytes, integrity_check ok"
     )
+
+
+def pg_dump_hint(url: str, path: str) -> str:
+    """A pg_dump command line that dumps fhirbox's store at the PostgreSQL ``url``, never its password.
+
+    pg_dump refuses the URI parameter ``search_path`` (asyncpg sends it to the server as a setting;
+    libpq knows no such parameter), so such a URL is shown without it and without its passwords, and its
+    schemas become ``--schema`` options. Any other URL is left to the shell, in $FHIRBOX_DATABASE_URL."""
+    if not _has_query_parameter(url, "search_path"):
+        return f'pg_dump --format=custom --file={shlex.quote(path)} "$FHIRBOX_DATABASE_URL"'
+    parts = urlsplit(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    schemas: list[str] = []
+    kept: list[tuple[str, str]] = []
+    password_left_out = bool(colon)
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "search_path":
+            schemas += [
+                schema.strip() for schema in value.split(",") if schema.strip() not in ("", '"$user"')
+            ]
+        elif name.lower() in ("password", "sslpassword"):
+            password_left_out = True
+        else:
+            kept.append((name, value))
+    bare = urlunsplit(
+        parts._replace(netloc=f"{user}@{hostport}" if user else hostport, query=urlencode(kept))
+    )
+    options = "".join(f" --schema={shlex.quote(schema)}" for schema in schemas)
+    hint = f"pg_dump --format=custom{options} --file={shlex.quote(path)} {shlex.quote(bare)}"
+    if password_left_out:
+        hint += " (with the password, not shown here, in PGPASSWORD or ~/.pgpass)"
+    return hint
+
+
+def _has_query_parameter(url: str, name: str) -> bool:
+    return any(key == name for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
 main.add_command(keys_group)

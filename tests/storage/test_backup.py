@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from tests.support import (
     ROOT,
     ServerProcess,
     one_line_error,
+    postgres_base_url,
+    postgres_schema_url,
     run_fhirbox,
     wait_until,
 )
@@ -119,6 +123,44 @@ def test_backup_of_postgresql_points_to_pg_dump_without_the_password(tmp_path: P
     line = one_line_error(done, 2, "pg_dump --format=custom")
     assert "Db-Pa55word" not in line
     assert not list(tmp_path.iterdir())
+
+
+def test_backup_of_postgresql_with_a_search_path_suggests_pg_dump_without_it(tmp_path: Path) -> None:
+    """pg_dump refuses ``?search_path=`` ("invalid URI query parameter"): the schema becomes --schema."""
+    url = "postgresql://fhirbox:Db-Pa55word@db.internal/fhirbox?search_path=tenant_a&sslmode=require"
+    done = run_fhirbox("backup", "--database", url, str(tmp_path / "x.dump"))
+    line = one_line_error(
+        done,
+        2,
+        "pg_dump --format=custom --schema=tenant_a",
+        "'postgresql://fhirbox@db.internal/fhirbox?sslmode=require'",
+    )
+    assert "Db-Pa55word" not in line and "search_path" not in line and "$FHIRBOX_DATABASE_URL" not in line
+    assert "PGPASSWORD" in line  # where the password it leaves out goes
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(shutil.which("pg_dump") is None, reason="pg_dump is not installed")
+def test_the_suggested_pg_dump_dumps_the_schema_of_a_search_path_url(tmp_path: Path) -> None:
+    base = postgres_base_url()
+    assert base is not None
+    with postgres_schema_url(base) as url:
+        ServerProcess(url, tmp_path).start().stop()
+        env = {"FHIRBOX_DATABASE_URL": url}
+        done = run_fhirbox("backup", str(tmp_path / "fhirbox.dump"), env=env)
+        command = one_line_error(done, 2, "pg_dump").split("e.g. ", 1)[1].split(" (with the password")[0]
+        dumped = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+        )
+        assert dumped.returncode == 0, (command, dumped.stderr)
+        listed = subprocess.run(
+            ["pg_restore", "--list", str(tmp_path / "fhirbox.dump")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    schema = url.rsplit("search_path=", 1)[1]
+    assert f"TABLE DATA {schema} resource " in listed.stdout, listed.stdout
 
 
 def test_a_directory_as_backup_path_is_a_usage_error(tmp_path: Path) -> None:
