@@ -109,10 +109,13 @@ def serve(host: str | None, port: str | None, database_url: str | None, workers:
             prepared.generated_root_secret,
         )
     if prepared.unencrypted_keys:
+        # With the key already set, new keys are stored encrypted: only the stored ones are left to do.
+        remedy = "run" if settings.key_encryption_key else "set FHIRBOX_KEY_ENCRYPTION_KEY and run"
         log.warning(
             "%d private signing key(s) are stored unencrypted in the database (and in its backups): "
-            "set FHIRBOX_KEY_ENCRYPTION_KEY and run `fhirbox keys encrypt`",
+            "%s `fhirbox keys encrypt`",
             len(prepared.unencrypted_keys),
+            remedy,
         )
     export(settings)
     raise_open_file_limit()  # before uvicorn starts: worker processes inherit it

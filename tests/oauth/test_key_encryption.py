@@ -149,6 +149,18 @@ def test_unencrypted_keys_are_warned_about_once_at_start(
     assert "FHIRBOX_KEY_ENCRYPTION_KEY" in output and "fhirbox keys encrypt" in output
 
 
+def test_with_the_key_set_the_warning_asks_only_to_encrypt_the_stored_keys(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server_factory().stop()  # keys generated and stored unencrypted
+    server = server_factory(env={"FHIRBOX_KEY_ENCRYPTION_KEY": new_key()})
+    server.stop()
+    warnings = [line for line in server.output().splitlines() if "stored unencrypted" in line]
+    assert len(warnings) == 1, server.output()
+    assert "run `fhirbox keys encrypt`" in warnings[0]
+    assert "set FHIRBOX_KEY_ENCRYPTION_KEY" not in warnings[0]
+
+
 def test_a_ciphertext_is_bound_to_its_kid() -> None:
     encryption = KeyEncryption(new_key())
     sealed = encryption.store("kid-a", "-----BEGIN PRIVATE KEY-----\n...")
