@@ -22,6 +22,33 @@ async def test_history_lists_versions_newest_first_with_deletes(root: httpx.Asyn
     assert int(versions[0]) > int(v2)
 
 
+async def test_history_entries_say_what_each_version_did_as_a_request_that_makes_it(
+    root: httpx.AsyncClient,
+) -> None:
+    """The store records create, update or delete, not the HTTP method: a creation by PUT shows as a POST
+    to the type (which keeps the id), a PATCH as a PUT of the whole version, and the status says which."""
+    merge = {"Content-Type": "application/merge-patch+json"}
+    assert (await root.put("/Patient/hm", json={"n": 1})).status_code == 201
+    assert (await root.patch("/Patient/hm", json={"n": 2}, headers=merge)).status_code == 200
+    assert (await root.delete("/Patient/hm")).status_code == 200
+    assert (await root.post("/Patient", json={"id": "hm", "n": 3})).status_code == 201
+    entries = (await root.get("/Patient/hm/_history")).json()["entry"]
+    shown = [(e["request"]["method"], e["request"]["url"], e["response"]["status"]) for e in entries]
+    assert shown == [
+        ("POST", "Patient", "201 Created"),
+        ("DELETE", "Patient/hm", "200 OK"),
+        ("PUT", "Patient/hm", "200 OK"),
+        ("POST", "Patient", "201 Created"),
+    ]
+    # Each entry's request, sent with its resource, makes that version again.
+    first, patched = entries[3], entries[2]
+    assert (await root.delete("/Patient/hm")).status_code == 200
+    replayed = await root.post(f"/{first['request']['url']}", json=first["resource"])
+    assert (replayed.status_code, replayed.json()["id"], replayed.json()["n"]) == (201, "hm", 1)
+    replayed = await root.put(f"/{patched['request']['url']}", json=patched["resource"])
+    assert (replayed.status_code, replayed.json()["n"]) == (200, 2)
+
+
 async def test_history_pages_with_count_and_page(root: httpx.AsyncClient) -> None:
     for n in range(3):
         await root.put("/Patient/hp", json={"n": n})

@@ -47,6 +47,20 @@ def check_if_match(header: str | None, current: Stored | None) -> None:
         raise HttpError(412, "Version Id mismatch", code="conflict")
 
 
+def history_request(stored: Stored) -> dict[str, str]:
+    """A history entry's ``request``: what kind of change ``stored`` was, as the request that makes it.
+
+    The store records whether a version created, changed or deleted its resource, not the HTTP method
+    that was sent: a creation (by POST, by PUT of a new id, or by the server itself) is a POST to the
+    type, which keeps the resource's id; a change (PUT, PATCH, or the server's own) is a PUT of the whole
+    version; a deletion is a DELETE."""
+    if stored.op == "create":
+        return {"method": "POST", "url": stored.type}
+    if stored.op == "update":
+        return {"method": "PUT", "url": f"{stored.type}/{stored.id}"}
+    return {"method": "DELETE", "url": f"{stored.type}/{stored.id}"}
+
+
 class ResourceApi:
     """Handlers for ``/{type}``, ``/{type}/{id}`` and their history."""
 
@@ -338,7 +352,6 @@ class ResourceApi:
             raise HttpError(404, f"Resource {type_}/{id_} not found")
         for stored in versions:
             self.within_limit(request.resource_limit, "read", type_, stored.body)
-        methods = {"create": "POST", "update": "PUT", "delete": "DELETE"}
         bundle = {
             "resourceType": "Bundle",
             "type": "history",
@@ -347,8 +360,12 @@ class ResourceApi:
                 {
                     "resource": self.rules.present(type_, stored.body),
                     "fullUrl": f"{request.base_url}/{type_}/{id_}",
-                    "request": {"method": methods[stored.op], "url": f"{type_}/{id_}"},
-                    "response": {"etag": etag(stored), "lastModified": stored.body["meta"]["lastUpdated"]},
+                    "request": history_request(stored),
+                    "response": {
+                        "status": "201 Created" if stored.op == "create" else "200 OK",
+                        "etag": etag(stored),
+                        "lastModified": stored.body["meta"]["lastUpdated"],
+                    },
                 }
                 for stored in versions
             ],
