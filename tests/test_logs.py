@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import re
@@ -11,7 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhirbox.logs import SECRET_PARAMETERS, JsonFormatter, TextFormatter, access_path, redact_query
+from fhirbox.logs import (
+    ACCESS_LOGGER,
+    SECRET_PARAMETERS,
+    JsonFormatter,
+    LineHandler,
+    TextFormatter,
+    access_path,
+    redact_query,
+)
 
 # One text line: key=value fields, a value bare or a JSON string.
 TEXT_LINE = re.compile(
@@ -94,3 +104,42 @@ def test_a_text_line_has_no_request_id_when_there_is_none() -> None:
     assert TEXT_LINE.fullmatch(text)
     assert "request_id" not in text
     assert 'message="message with = and spaces"' in text
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter, JsonFormatter])
+@given(
+    rid=st.one_of(st.none(), st.text(max_size=20)),
+    path=st.text(max_size=30),
+    client=st.text(max_size=10),
+)
+def test_an_access_line_made_directly_is_the_line_its_record_would_make(
+    formatter: type[TextFormatter | JsonFormatter], rid: str | None, path: str, client: str
+) -> None:
+    fields = {"remote_addr": "10.0.0.1", "method": "GET", "path": path, "status": 200, "bytes": 12}
+    fields |= {"duration_ms": 1.25, "client_id": client}
+    made = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
+    made.fields, made.request_id = fields, rid
+    assert formatter().access_line(made.created, rid, fields) == formatter().format(made)
+
+
+def test_lines_of_one_turn_of_the_loop_are_written_together_and_warnings_at_once() -> None:
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+    handler.setFormatter(TextFormatter())
+
+    async def turn() -> tuple[str, str, str]:
+        handler.write("first")
+        handler.write("second")
+        waiting = stream.getvalue()
+        handler.emit(record("trouble"))  # a warning: written at once, after what waited
+        urgent = stream.getvalue()
+        handler.write("third")
+        await asyncio.sleep(0)  # the turn ends: the flush it scheduled runs
+        return waiting, urgent, stream.getvalue()
+
+    waiting, urgent, after = asyncio.run(turn())
+    assert waiting == ""
+    assert urgent.splitlines()[:2] == ["first", "second"] and "message=trouble" in urgent.splitlines()[2]
+    assert after.splitlines()[3:] == ["third"]
+    handler.write("no loop running")  # outside a loop: written at once
+    assert stream.getvalue().endswith("no loop running\n")

@@ -5,12 +5,17 @@
 ``json``, one JSON object per line. ``logging_config`` is the ``dictConfig`` that ``fhirbox serve``
 gives uvicorn, which applies it in the server process and again in each worker process.
 
+Every line goes through one ``LineHandler``. On the event loop's thread it gathers the lines of one
+turn of the loop and writes them together when the turn ends (one write instead of one per request);
+warnings, errors and lines from other threads are written at once.
+
 The pipeline sets ``request_id`` (a context variable) for the request it handles; ``RequestIdFilter``
 copies it into every record logged meanwhile, so each line about a request names it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -77,6 +82,7 @@ class AccessLog:
 
     def __init__(self) -> None:
         self.logger = logging.getLogger(ACCESS_LOGGER)
+        self.root = logging.getLogger()
 
     def write(self, request: Request, status: int, size: int, seconds: float) -> None:
         logger = self.logger
@@ -91,12 +97,42 @@ class AccessLog:
             "duration_ms": round(seconds * 1000, 3),
             "client_id": request.client_id or "-",
         }
+        sink = self._sink()
+        if sink is not None:
+            # The line the handler would write for the record, made without the record: the usual
+            # route (a LogRecord, filters, the handler's lock) costs more than the line itself.
+            handler, formatter = sink
+            handler.write(formatter.access_line(time.time(), request.request_id, fields))
+            return
         # A record made here and handed to the logger: ``logger.info`` would also walk the stack to
         # find its caller, which costs more than the rest of the line.
         record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
         record.fields = fields
         record.request_id = request.request_id
         logger.handle(record)
+
+    def _sink(self) -> tuple[LineHandler, TextFormatter | JsonFormatter] | None:
+        """The handler and formatter an access record would reach, when they are the only ones: the
+        server's own configuration (``logging_config``), with nothing added (a test's capture, say)."""
+        if self.logger.filters:
+            return None
+        logger: logging.Logger | None = self.logger
+        while logger is not None and logger is not self.root:
+            if logger.handlers or not logger.propagate:
+                return None
+            logger = logger.parent
+        handlers = self.root.handlers
+        if len(handlers) != 1:
+            return None
+        handler = handlers[0]
+        if type(handler) is not LineHandler or handler.level > logging.INFO:
+            return None
+        formatter = handler.formatter
+        if type(formatter) is not TextFormatter and type(formatter) is not JsonFormatter:
+            return None
+        if any(type(f) is not RequestIdFilter for f in handler.filters):
+            return None
+        return handler, formatter
 
 
 class RequestIdFilter(logging.Filter):
@@ -139,20 +175,39 @@ class JsonFormatter(logging.Formatter):
         self.clock = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self.clock.iso(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        rid = getattr(record, "request_id", None)
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            getattr(record, "request_id", None),
+            record.getMessage(),
+            _fields(record),
+            exception,
+        )
+
+    def access_line(self, created: float, rid: str | None, fields: dict[str, Any]) -> str:
+        """What ``format`` makes of an access-log record."""
+        return self.line(created, "INFO", ACCESS_LOGGER, rid, "request", fields, None)
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        rid: str | None,
+        message: str,
+        fields: dict[str, Any] | None,
+        exception: str | None,
+    ) -> str:
+        line: dict[str, Any] = {"time": self.clock.iso(created), "level": level, "logger": logger}
+        line["message"] = message
         if rid is not None:
             line["request_id"] = rid
-        fields = _fields(record)
         if fields:
             line.update(fields)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        if exception is not None:
+            line["exception"] = exception
         return orjson.dumps(line, default=str).decode()
 
 
@@ -170,6 +225,16 @@ def _text_value(value: Any) -> str:
     return orjson.dumps(text).decode()
 
 
+def _add_fields(parts: list[str], fields: dict[str, Any]) -> None:
+    bare = _BARE.fullmatch
+    for key, value in fields.items():
+        # Inline fast paths: the access log's values are mostly numbers and plain words.
+        if type(value) is int or (type(value) is str and bare(value)):
+            parts.append(f"{key}={value}")
+        else:
+            parts.append(f"{key}={_text_value(value)}")
+
+
 class TextFormatter(logging.Formatter):
     """One line of ``key=value`` fields: ``time level logger request_id message`` then the record's
     fields; a value with spaces, quotes or line breaks is quoted and escaped as a JSON string."""
@@ -179,27 +244,91 @@ class TextFormatter(logging.Formatter):
         self.clock = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [
-            f"time={self.clock.iso(record.created)}",
-            f"level={record.levelname}",
-            f"logger={_text_value(record.name)}",
-        ]
-        rid = getattr(record, "request_id", None)
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            getattr(record, "request_id", None),
+            record.getMessage(),
+            _fields(record),
+            exception,
+        )
+
+    def access_line(self, created: float, rid: str | None, fields: dict[str, Any]) -> str:
+        """What ``format`` makes of an access-log record."""
+        parts = [f"time={self.clock.iso(created)} level=INFO logger={ACCESS_LOGGER}"]
         if rid is not None:
             parts.append(f"request_id={_text_value(rid)}")
-        parts.append(f"message={_text_value(record.getMessage())}")
-        fields = _fields(record)
-        if fields:
-            bare = _BARE.fullmatch
-            for key, value in fields.items():
-                # Inline fast paths: the access log's values are mostly numbers and plain words.
-                if type(value) is int or (type(value) is str and bare(value)):
-                    parts.append(f"{key}={value}")
-                else:
-                    parts.append(f"{key}={_text_value(value)}")
-        if record.exc_info:
-            parts.append(f"exception={_text_value(self.formatException(record.exc_info))}")
+        parts.append("message=request")
+        _add_fields(parts, fields)
         return " ".join(parts)
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        rid: str | None,
+        message: str,
+        fields: dict[str, Any] | None,
+        exception: str | None,
+    ) -> str:
+        parts = [f"time={self.clock.iso(created)}", f"level={level}", f"logger={_text_value(logger)}"]
+        if rid is not None:
+            parts.append(f"request_id={_text_value(rid)}")
+        parts.append(f"message={_text_value(message)}")
+        if fields:
+            _add_fields(parts, fields)
+        if exception is not None:
+            parts.append(f"exception={_text_value(exception)}")
+        return " ".join(parts)
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes formatted lines to a stream; on the event loop's thread, the lines of one turn of the
+    loop together when it ends. Warnings, errors, and lines from any other thread (or with no loop
+    running) are written at once, after whatever is waiting, so nothing is held back for long."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.write(line, urgent=record.levelno >= logging.WARNING)
+
+    def write(self, line: str, *, urgent: bool = False) -> None:
+        """Write ``line`` (one line, no newline) now or when the loop's current turn ends."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self.lock:  # type: ignore[union-attr]
+            self._waiting.append(line)
+            if loop is not None and not urgent:
+                if self._loop is loop:  # a flush is already due at the end of this turn
+                    return
+                if self._loop is None:
+                    self._loop = loop
+                    loop.call_soon(self.flush)
+                    return
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            waiting, self._waiting, self._loop = self._waiting, [], None
+            try:
+                if waiting:
+                    self.stream.write("\n".join(waiting) + "\n")
+                self.stream.flush()
+            except Exception:  # a closed or broken stream: logging must not take the server down
+                return
 
 
 FORMATTERS: dict[str, type[logging.Formatter]] = {"text": TextFormatter, "json": JsonFormatter}
@@ -209,7 +338,7 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
     """The ``logging.config.dictConfig`` of a server process: every logger to one stderr handler
     in ``log_format``; the access log and the server's announcements at INFO whatever ``level``."""
     handler = {
-        "class": "logging.StreamHandler",
+        "class": "fhirbox.logs.LineHandler",
         "stream": "ext://sys.stderr",
         "formatter": "line",
         "filters": ["request_id"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from fhirbox.oauth.token_formats import random_text
 from tests.oauth.support import client_body, get_token, put_client
 
 
@@ -66,3 +68,19 @@ async def test_refresh_jwt_verifies_against_no_published_key(client: httpx.Async
     # Every refresh of the same Session signs a different token.
     again = (await get_token(client, "r"))["refresh_token"]
     assert again != refresh and segment(again, 2) != segment(refresh, 2)
+
+
+def test_a_forked_worker_draws_other_token_secrets_than_its_parent() -> None:
+    # ``--workers N`` forks: OpenSSL's generator must not hand every worker the same tokens.
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(writer, random_text(32).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    in_child = os.read(reader, 100).decode()
+    os.close(reader)
+    in_parent = {random_text(32) for _ in range(1000)}
+    assert len(in_parent) == 1000 and in_child not in in_parent
+    assert len(segment(f"x.{in_child}", 1)) == 32

@@ -19,6 +19,7 @@ import hmac
 import os
 import random
 import secrets
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +46,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-# Session ids are unique, not secret (a token's secret part comes from ``secrets``): a seeded generator
+# Session ids are unique, not secret (a token's secret part comes from ``random_text``): a seeded generator
 # spares the event loop a system call per token.
 _ids = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
@@ -71,9 +72,18 @@ def new_session_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def random_text(nbytes: int) -> str:
+    """``nbytes`` from OpenSSL's CSPRNG (seeded by the OS, reseeded after a fork), base64url.
+
+    Not ``secrets``: ``os.urandom`` lets go of the GIL for its system call, and taking it back
+    waits for the store's writer thread; ``RAND_bytes`` keeps it (node-oidc-provider's tokens come
+    from the same generator)."""
+    return base64.urlsafe_b64encode(ssl.RAND_bytes(nbytes)).rstrip(b"=").decode()
+
+
 def opaque_token(session_id: str) -> str:
-    """``<session id>.<256 bits from the OS CSPRNG>``, URL-safe."""
-    return f"{session_id}.{secrets.token_urlsafe(32)}"
+    """``<session id>.<256 random bits>``, URL-safe."""
+    return f"{session_id}.{random_text(32)}"
 
 
 def session_id_of(token: str) -> str | None:
@@ -217,7 +227,7 @@ class JwtTokens:
             "jti": jti,
             "sid": session_id,
             "typ": "refresh",
-            "rti": secrets.token_urlsafe(16),
+            "rti": random_text(16),
         }
         if expires_at is not None:
             claims["exp"] = expires_at

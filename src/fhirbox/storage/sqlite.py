@@ -201,6 +201,8 @@ class SQLiteStore(Store):
         # The change feed's position: the highest version reported, and the file's change counter then.
         self._seen_version: int | None = None
         self._data_version = 0
+        # Whether ``catch_up`` has checked in this turn of the event loop.
+        self._caught_up = False
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -454,10 +456,18 @@ class SQLiteStore(Store):
             self._poll_changes()
 
     def catch_up(self) -> None:
-        if self._seen_version is None or self._reader is None:
+        # Once per turn of the event loop: every request a turn runs was received before its first
+        # check, so that one check is as fresh as each of them needs.
+        if self._caught_up or self._seen_version is None or self._reader is None:
             return
+        self._caught_up = True
+        assert self._loop is not None
+        self._loop.call_soon(self._turn_ended)
         if self._reader.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
             self._poll_changes()
+
+    def _turn_ended(self) -> None:
+        self._caught_up = False
 
     def _poll_changes(self) -> None:
         assert self._seen_version is not None
