@@ -348,3 +348,53 @@ def test_a_body_that_never_arrives_is_408_and_its_connection_closed(timeout_serv
             assert status == 408, body
             assert b"did not arrive" in body
             assert wait_until(lambda sock=sock: sock.recv(1) == b"", PROMPTLY, retry_on=(TimeoutError,))
+
+
+def test_a_response_is_sent_in_one_piece(default_server: ServerProcess) -> None:
+    """Head and body leave in one write: the first read after a request holds the whole response."""
+    request = b"GET /.well-known/smart-configuration HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(default_server) as sock:
+        for _ in range(20):
+            sock.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = next(
+                int(line.partition(b":")[2])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            assert len(body) == length > 0
+
+
+def test_a_head_request_gets_its_head_and_the_connection_goes_on(default_server: ServerProcess) -> None:
+    with connect(default_server) as sock:
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        assert data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _ = read_response(sock)
+        assert status == 200
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(default_server: ServerProcess) -> None:
+    body = b"grant_type=client_credentials"
+    head = (
+        b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        + f"Authorization: {basic(*ROOT)['Authorization']}\r\n".encode()
+        + f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with connect(default_server, timeout=PROMPTLY) as sock:
+        sock.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(65536)  # a TimeoutError here: the server held the interim answer
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        sock.settimeout(10.0)
+        sock.sendall(body)
+        status, answer = read_response(sock)
+        assert status == 200 and b"access_token" in answer

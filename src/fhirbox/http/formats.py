@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 import yaml
@@ -68,6 +69,26 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mi
 for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
     for _tag, _pattern in _resolvers:
         _Dumper.add_implicit_resolver(_tag, _pattern, [_first])
+
+
+def parse_pairs(text: str, *, strict: bool) -> list[tuple[str, str]]:
+    """``name=value&...`` pairs in order, blank values kept: ``parse_qsl`` (``errors="strict"``: a
+    percent-encoding that is not UTF-8 raises ``UnicodeDecodeError``; ``strict``: a pair without
+    ``=`` raises ``ValueError``), decoded without it when nothing in ``text`` needs decoding."""
+    if not text:
+        return []
+    if "%" in text or "+" in text:
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=strict, errors="strict")
+    pairs: list[tuple[str, str]] = []
+    for part in text.split("&"):
+        name, equals, value = part.partition("=")
+        if not equals:
+            if strict:
+                raise ValueError(f"bad query field: {part!r}")
+            if not part:
+                continue
+        pairs.append((name, value))
+    return pairs
 
 
 def media_type(content_type: str | None) -> str:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 from fhirbox.http.errors import HttpError
-from fhirbox.http.formats import parse_document
+from fhirbox.http.formats import parse_document, parse_pairs
 
 if TYPE_CHECKING:
     from fhirbox.policy.scope_enforcement import ResourceLimit
+
+# Set in a request scope's ``extensions`` by the server once the whole body has arrived: reading it
+# then needs no deadline.
+BODY_RECEIVED = "fhirbox.body_received"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,9 +100,7 @@ class Request:
         """Query parameters in order, repeated names kept."""
         if self._query is None:
             try:
-                self._query = parse_qsl(
-                    self.query_string, keep_blank_values=True, strict_parsing=False, errors="strict"
-                )
+                self._query = parse_pairs(self.query_string, strict=False)
             except UnicodeDecodeError:
                 self._query_invalid = True
                 self._query = []
@@ -130,30 +131,37 @@ class Request:
                     raise HttpError(413, f"Request body is larger than {self.max_body_bytes} bytes")
             except ValueError:
                 raise HttpError(400, "Invalid Content-Length") from None
-        chunks: list[bytes] = []
-        size = 0
+        extensions = self.scope.get("extensions")
+        if extensions is not None and extensions.get(BODY_RECEIVED):
+            # All of it is here already (the server says so): no deadline to keep.
+            self._body = await self._read_body()
+            return self._body
         try:
             # A body that never arrives would hold its connection (and a slot under the cap) forever.
             async with asyncio.timeout(self.body_timeout):
-                while True:
-                    message = await self._receive()
-                    if message["type"] == "http.disconnect":
-                        raise HttpError(400, "Client disconnected before sending the body")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body_bytes:
-                        raise HttpError(413, f"Request body is larger than {self.max_body_bytes} bytes")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
+                self._body = await self._read_body()
         except TimeoutError:
             raise HttpError(
                 408,
                 f"The request body did not arrive within {self.body_timeout:g} s",
                 headers={"Connection": "close"},
             ) from None
-        self._body = b"".join(chunks)
         return self._body
+
+    async def _read_body(self) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "Client disconnected before sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise HttpError(413, f"Request body is larger than {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def document(self) -> Any:
         """The body decoded as JSON or YAML according to Content-Type."""

@@ -17,6 +17,11 @@ think about:
 The per-request cost is a few counters and a clock read: the head deadline is one timer per connection
 that, when it fires, re-arms itself for the current head's deadline instead of a timer per request.
 
+Two savings per request: a response's head is held until its body is written and both go out in one
+write (``OneWrite``: one system call and one TCP segment instead of two); and a request whose whole body
+had arrived by the time the application starts is marked so (``BODY_RECEIVED`` in the scope's
+extensions), so reading it needs no body deadline.
+
 ``uvicorn.run(http=PROTOCOL)`` names the class by import string, so worker processes import it too; each
 process reads the limits from the ``FHIRBOX_*`` environment (``fhirbox serve`` exports its settings).
 """
@@ -37,6 +42,7 @@ from uvicorn.server import ServerState
 
 from fhirbox.http.errors import operation_outcome
 from fhirbox.http.formats import dump_json
+from fhirbox.http.request import BODY_RECEIVED
 from fhirbox.settings import Settings
 
 PROTOCOL = "fhirbox.http.server:BoundedHttpToolsProtocol"
@@ -92,6 +98,45 @@ def _unparsed_request_id() -> str:
 
 class HeadTooLarge(Exception):
     """Raised in a parser callback to stop parsing a head with too many fields: answered 431."""
+
+
+class OneWrite:
+    """The transport a request's response is written to: its first write (uvicorn writes the status
+    line and headers alone) is held and sent with the next (the body), or when the response is complete
+    (``flush``: a HEAD response, whose body uvicorn never writes)."""
+
+    __slots__ = ("head", "started", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.head: bytes | None = None
+        self.started = False
+
+    def write(self, data: bytes) -> None:
+        if not self.started:
+            if data.startswith(b"HTTP/1.1 100 "):  # the interim answer to Expect: 100-continue
+                self.transport.write(data)
+                return
+            self.started = True
+            self.head = data
+            return
+        head = self.head
+        if head is not None:
+            self.head = None
+            data = head + data
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -241,9 +286,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge
         self.reading_head = False
         self.head_since = None
+        cycle = self.cycle
         HttpToolsProtocol.on_headers_complete(self)  # not super(): per request, and cheaper
+        if self.cycle is not cycle:  # a request to answer (not an upgrade)
+            self.cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self.reading_head = True
         self.head_bytes = 0
+        if self.cycle is not None:
+            extensions: dict[str, object] = self.cycle.scope.setdefault("extensions", {})  # type: ignore[assignment]
+            extensions[BODY_RECEIVED] = True
         HttpToolsProtocol.on_message_complete(self)
+
+    def on_response_complete(self) -> None:
+        # Whatever the response held back goes out before uvicorn may close the connection.
+        writer = self.cycle.transport
+        if isinstance(writer, OneWrite):
+            writer.flush()
+        HttpToolsProtocol.on_response_complete(self)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl
 
 from fhirbox.auth.basic import decode_basic
 from fhirbox.auth.client_directory import ClientDirectory
 from fhirbox.auth.throttle import HashBusy, Throttled
 from fhirbox.http.errors import HttpError
-from fhirbox.http.formats import FORM_TYPE, JSON_TYPES, media_type
+from fhirbox.http.formats import FORM_TYPE, JSON_TYPES, media_type, parse_pairs
 from fhirbox.http.request import Request
 from fhirbox.models.client import JWT_BEARER, Client
 from fhirbox.oauth.client_assertion import ClientAssertions, unverified_issuer
@@ -77,7 +76,7 @@ async def read_parameters(request: Request) -> dict[str, str]:
     kind = media_type(request.headers.get("content-type"))
     if kind == FORM_TYPE:
         try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+            pairs = parse_pairs(body.decode("utf-8"), strict=bool(body))
         except (UnicodeDecodeError, ValueError):
             raise InvalidRequest("Malformed form body") from None
         params: dict[str, str] = {}
