@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fhirbox.logs import (
+    ACCESS_FIELDS,
     ACCESS_LOGGER,
     SECRET_PARAMETERS,
     JsonFormatter,
@@ -115,11 +116,10 @@ def test_a_text_line_has_no_request_id_when_there_is_none() -> None:
 def test_an_access_line_made_directly_is_the_line_its_record_would_make(
     formatter: type[TextFormatter | JsonFormatter], rid: str | None, path: str, client: str
 ) -> None:
-    fields = {"remote_addr": "10.0.0.1", "method": "GET", "path": path, "status": 200, "bytes": 12}
-    fields |= {"duration_ms": 1.25, "client_id": client}
+    values = ("10.0.0.1", "GET", path or "/", 200, 12, 1.25, client or "-")
     made = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
-    made.fields, made.request_id = fields, rid
-    assert formatter().access_line(made.created, rid, fields) == formatter().format(made)
+    made.fields, made.request_id = dict(zip(ACCESS_FIELDS, values, strict=True)), rid
+    assert formatter().access_line(made.created, rid, values) == formatter().format(made)
 
 
 def test_lines_of_one_turn_of_the_loop_are_written_together_and_warnings_at_once() -> None:

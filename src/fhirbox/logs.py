@@ -77,6 +77,11 @@ def access_path(path: str, query: str) -> str:
 _SAFE_TARGET = re.compile(r"[A-Za-z0-9/?&=%:@!$'()*+,;._~-]*")
 
 
+# The access log's fields, in order: remote address, method, path, status, bytes, duration, client id.
+ACCESS_FIELDS = ("remote_addr", "method", "path", "status", "bytes", "duration_ms", "client_id")
+AccessValues = tuple[str, str, str, int, int, float, str]
+
+
 class AccessLog:
     """Writes one line per request to ``ACCESS_LOGGER`` once its response is sent."""
 
@@ -88,26 +93,26 @@ class AccessLog:
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        fields = {
-            "remote_addr": request.client_addr or "-",
-            "method": request.method,
-            "path": access_path(request.path, request.query_string),
-            "status": status,
-            "bytes": size,
-            "duration_ms": round(seconds * 1000, 3),
-            "client_id": request.client_id or "-",
-        }
+        values: AccessValues = (
+            request.client_addr or "-",
+            request.method,
+            access_path(request.path, request.query_string),
+            status,
+            size,
+            round(seconds * 1000, 3),
+            request.client_id or "-",
+        )
         sink = self._sink()
         if sink is not None:
             # The line the handler would write for the record, made without the record: the usual
             # route (a LogRecord, filters, the handler's lock) costs more than the line itself.
             handler, formatter = sink
-            handler.write(formatter.access_line(time.time(), request.request_id, fields))
+            handler.write(formatter.access_line(time.time(), request.request_id, values))
             return
         # A record made here and handed to the logger: ``logger.info`` would also walk the stack to
         # find its caller, which costs more than the rest of the line.
         record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
-        record.fields = fields
+        record.fields = dict(zip(ACCESS_FIELDS, values, strict=True))
         record.request_id = request.request_id
         logger.handle(record)
 
@@ -186,8 +191,9 @@ class JsonFormatter(logging.Formatter):
             exception,
         )
 
-    def access_line(self, created: float, rid: str | None, fields: dict[str, Any]) -> str:
+    def access_line(self, created: float, rid: str | None, values: AccessValues) -> str:
         """What ``format`` makes of an access-log record."""
+        fields = dict(zip(ACCESS_FIELDS, values, strict=True))
         return self.line(created, "INFO", ACCESS_LOGGER, rid, "request", fields, None)
 
     def line(
@@ -255,14 +261,18 @@ class TextFormatter(logging.Formatter):
             exception,
         )
 
-    def access_line(self, created: float, rid: str | None, fields: dict[str, Any]) -> str:
+    def access_line(self, created: float, rid: str | None, values: AccessValues) -> str:
         """What ``format`` makes of an access-log record."""
-        parts = [f"time={self.clock.iso(created)} level=INFO logger={ACCESS_LOGGER}"]
-        if rid is not None:
-            parts.append(f"request_id={_text_value(rid)}")
-        parts.append("message=request")
-        _add_fields(parts, fields)
-        return " ".join(parts)
+        addr, method, path, status, size, duration, client = values
+        # Every text value non-empty and bare (the usual case): no value needs quoting, one f-string.
+        if rid and _BARE.fullmatch(f"{rid}{addr}{method}{path}{client}"):
+            return (
+                f"time={self.clock.iso(created)} level=INFO logger={ACCESS_LOGGER} request_id={rid} "
+                f"message=request remote_addr={addr} method={method} path={path} status={status} "
+                f"bytes={size} duration_ms={duration} client_id={client}"
+            )
+        fields = dict(zip(ACCESS_FIELDS, values, strict=True))
+        return self.line(created, "INFO", ACCESS_LOGGER, rid, "request", fields, None)
 
     def line(
         self,
