@@ -115,7 +115,7 @@ class SecretVerifier:
 
     def _cache_key(self, client_id: str, secret: str) -> bytes:
         message = client_id.encode() + b"\x00" + secret.encode()
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        return hmac.digest(self._key, message, "sha256")
 
     def remembers(self, client_id: str, secret: str, version: int) -> bool:
         """True when this exact secret was verified for this version of the client (no hashing)."""

@@ -114,10 +114,12 @@ def client_credentials_of(body: dict[str, Any], default_expiration: int) -> Clie
 class Client:
     """A stored Client and the rules that read it."""
 
-    __slots__ = ("stored",)
+    __slots__ = ("_credentials", "stored")
 
     def __init__(self, stored: Stored) -> None:
         self.stored = stored
+        # ``client_credentials`` as last read (a Client is one stored version: it never changes).
+        self._credentials: tuple[int, ClientCredentialsSettings] | None = None
 
     @property
     def id(self) -> str:
@@ -172,7 +174,12 @@ class Client:
 
     def client_credentials(self, default_expiration: int) -> ClientCredentialsSettings:
         """``auth.client_credentials`` with ``default_expiration`` for an unset token lifetime."""
-        return client_credentials_of(self.body, default_expiration)
+        cached = self._credentials
+        if cached is not None and cached[0] == default_expiration:
+            return cached[1]
+        settings = client_credentials_of(self.body, default_expiration)
+        self._credentials = (default_expiration, settings)
+        return settings
 
     def public_view(self) -> dict[str, Any]:
         """The Client without its secret hash."""

@@ -27,7 +27,7 @@ REFRESH_HISTORY = 50
 
 def iso(moment: float) -> str:
     """``moment`` as ISO 8601 UTC with microseconds, the form of ``meta.lastUpdated``."""
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def purge_time(exp: int, refresh_exp: int | None, has_refresh: bool, retention: int) -> int | None:
