@@ -360,6 +360,35 @@ async def test_local_writes_are_reported_at_once(store: Store) -> None:
     assert heard == [("Client", "c1")]
 
 
+async def test_the_change_feed_reports_other_processes_writes_and_not_its_own_again(
+    database_url: str, store: Store
+) -> None:
+    """A store's own write is reported once (by ``mutate``), not a second time when its change feed
+    passes it: a second report would drop, say, the Session a token endpoint just cached."""
+    other = open_store(database_url)
+    await other.open()
+    heard: list[tuple[str, str]] = []
+    store.subscribe(lambda type_, id_: heard.append((type_, id_)))
+    store.start_change_feed(0.02)
+    try:
+        await store.mutate("Client", "mine", put({}))
+        await store.mutate("Client", "mine", put({"v": 2}))
+        await other.mutate("Client", "theirs", put({}))
+        await eventually(lambda: ("Client", "theirs") in heard)
+        await store.mutate("Client", "mine2", put({}))
+        await other.mutate("Client", "theirs2", put({}))
+        await eventually(lambda: ("Client", "theirs2") in heard)
+        assert heard == [
+            ("Client", "mine"),
+            ("Client", "mine"),
+            ("Client", "theirs"),
+            ("Client", "mine2"),
+            ("Client", "theirs2"),
+        ]
+    finally:
+        await other.close()
+
+
 async def test_opening_twice_at_once_and_reopening_keeps_data(database_url: str) -> None:
     first, second = open_store(database_url), open_store(database_url)
     await asyncio.gather(first.open(), second.open())

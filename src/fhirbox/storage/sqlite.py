@@ -203,6 +203,9 @@ class SQLiteStore(Store):
         self._data_version = 0
         # Whether ``catch_up`` has checked in this turn of the event loop.
         self._caught_up = False
+        # Versions this process committed and the change feed has not passed yet (added by the writer
+        # thread, taken by the event loop's: set operations are atomic under the GIL).
+        self._own_versions: set[int] = set()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -426,15 +429,18 @@ class SQLiteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
             outcomes: list[Outcome] = []
             writes: list[_Write] = []
+            versions: list[int] = []
             for job in batch:
                 if isinstance(job, _Write):
                     writes.append(job)
                     continue
-                _apply_writes(conn, writes, outcomes)
+                _apply_writes(conn, writes, outcomes, versions)
                 writes = []
                 outcomes.append(_run_work(conn, job))
-            _apply_writes(conn, writes, outcomes)
+            _apply_writes(conn, writes, outcomes, versions)
             conn.execute("COMMIT")
+            # Reported by ``mutate`` in this process: the change feed need not report them again.
+            self._own_versions.update(versions)
         except Exception as exc:
             log.exception("SQLite write transaction failed")
             self._error = exc
@@ -481,13 +487,26 @@ class SQLiteStore(Store):
         except sqlite3.Error:
             log.exception("polling for changes failed")
             return
+        own = self._own_versions
         for type_, id_, version in rows:
-            self._listeners.notify(type_, id_)
+            if version in own:
+                own.discard(version)
+            else:
+                self._listeners.notify(type_, id_)
             self._seen_version = max(self._seen_version, version)
+        if own:
+            # Versions commit in order: one of ours at or below the highest seen that the query did not
+            # return was overwritten since, and its successor was reported.
+            seen = self._seen_version
+            for version in [v for v in own if v <= seen]:
+                own.discard(version)
 
 
-def _apply_writes(conn: sqlite3.Connection, writes: list[_Write], outcomes: list[Outcome]) -> None:
-    """Decide and write ``writes`` in order: one read of their current versions, one insert per table."""
+def _apply_writes(
+    conn: sqlite3.Connection, writes: list[_Write], outcomes: list[Outcome], versions: list[int]
+) -> None:
+    """Decide and write ``writes`` in order: one read of their current versions, one insert per table;
+    the versions written are added to ``versions``."""
     if not writes:
         return
     ids_by_type: dict[str, dict[str, None]] = {}
@@ -532,6 +551,7 @@ def _apply_writes(conn: sqlite3.Connection, writes: list[_Write], outcomes: list
             rows_out.append((new.type, new.id, version, new.op, when, orjson.dumps(new.body).decode()))
         outcomes.append((write.future, (result, added), None))
     if rows_out:
+        versions.extend(row[2] for row in rows_out)
         conn.executemany(_UPSERT, rows_out)
         conn.executemany(_INSERT_HISTORY, rows_out)
         conn.execute("UPDATE sequence SET value = ? WHERE name = 'version'", (version,))
