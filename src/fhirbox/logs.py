@@ -5,9 +5,9 @@
 ``json``, one JSON object per line. ``logging_config`` is the ``dictConfig`` that ``fhirbox serve``
 gives uvicorn, which applies it in the server process and again in each worker process.
 
-Every line goes through one ``LineHandler``. On the event loop's thread it gathers the lines of one
-turn of the loop and writes them together when the turn ends (one write instead of one per request);
-warnings, errors and lines from other threads are written at once.
+Every line goes through one ``LineHandler``. The access log's lines made on the event loop's thread
+are gathered and written together when the loop's turn ends (one write instead of one per request);
+every other record is written at once, after them.
 
 The pipeline sets ``request_id`` (a context variable) for the request it handles; ``RequestIdFilter``
 copies it into every record logged meanwhile, so each line about a request names it.
@@ -296,9 +296,9 @@ class TextFormatter(logging.Formatter):
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes formatted lines to a stream; on the event loop's thread, the lines of one turn of the
-    loop together when it ends. Warnings, errors, and lines from any other thread (or with no loop
-    running) are written at once, after whatever is waiting, so nothing is held back for long."""
+    """Writes formatted lines to a stream. Access-log lines (``write``) made on the event loop's
+    thread are gathered and written together when the loop's turn ends; every record (``emit``), and
+    a line from any other thread or with no loop running, is written at once, after whatever waits."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -311,7 +311,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        self.write(line, urgent=record.levelno >= logging.WARNING)
+        # Written at once (after whatever waits): a record may be a process's last words, e.g. a
+        # worker's before uvicorn re-raises the signal that stops it.
+        self.write(line, urgent=True)
 
     def write(self, line: str, *, urgent: bool = False) -> None:
         """Write ``line`` (one line, no newline) now or when the loop's current turn ends."""

@@ -127,3 +127,18 @@ def test_requests_refused_before_the_application_carry_an_id_that_their_log_line
         assert found is not None
         named = [line for line in lines if line.get("request_id") == found.group(1).decode()]
         assert len(named) == 1 and named[0]["level"] == "WARNING"
+
+
+def test_each_worker_writes_its_last_lines_when_the_server_stops(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """Workers stop by the signal uvicorn re-raises after a graceful shutdown: what they logged last
+    must be written before, not held for a turn of the event loop that never comes."""
+    server = server_factory(workers=2, env={"FHIRBOX_LOG_LEVEL": "info"})
+    with server.client() as http:
+        for _ in range(10):
+            assert http.get("/health").status_code == 200
+    server.stop()
+    output = server.log_path.read_text()
+    assert output.count("Finished server process") == 2, output[-3000:]
+    assert output.count("logger=fhirbox.access") >= 10  # and the readiness checks

@@ -398,3 +398,21 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(default_server:
         sock.sendall(body)
         status, answer = read_response(sock)
         assert status == 200 and b"access_token" in answer
+
+
+def test_a_pipelined_head_request_is_answered_before_the_next(default_server: ServerProcess) -> None:
+    """A HEAD response (never followed by a body write) still goes out when the next request is
+    already waiting behind it on the connection."""
+    with connect(default_server, timeout=PROMPTLY) as sock:
+        sock.sendall(
+            b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 3 or not data.endswith(b"}"):
+            chunk = sock.recv(65536)  # a TimeoutError: a response was never sent
+            assert chunk, data
+            data += chunk
+        statuses = [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+        assert len(statuses) == 3 and statuses[2] == b"HTTP/1.1 200 OK"

@@ -115,7 +115,8 @@ class SecretVerifier:
 
     def _cache_key(self, client_id: str, secret: str) -> bytes:
         message = client_id.encode() + b"\x00" + secret.encode()
-        return hmac.digest(self._key, message, "sha256")
+        # Keyed BLAKE2b is a MAC (RFC 7693): the cache never holds a secret, nor a plain hash of one.
+        return hashlib.blake2b(message, key=self._key, digest_size=32).digest()
 
     def remembers(self, client_id: str, secret: str, version: int) -> bool:
         """True when this exact secret was verified for this version of the client (no hashing)."""

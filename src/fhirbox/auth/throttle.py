@@ -69,6 +69,8 @@ class FailureCounter:
 
     def check(self, client_ids: Iterable[str], address: str) -> None:
         """Raise ``Throttled`` when ``address``, or any of ``client_ids`` at it, is locked."""
+        if not self._failures:  # nothing has failed lately: nothing is locked
+            return
         now = self.clock()
         wait = 0.0
         for key in self._keys(client_ids, address):

@@ -289,7 +289,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         HttpToolsProtocol.on_headers_complete(self)  # not super(): per request, and cheaper
         if self.cycle is not cycle:  # a request to answer (not an upgrade)
-            self.cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
+            writer = OneWrite(self.transport)
+            self.cycle.transport = writer  # type: ignore[assignment]
+            # This cycle's own end flushes this cycle's writer: with pipelining, ``self.cycle`` may
+            # already be the next request's when it ends.
+            self.cycle.on_response = functools.partial(self._response_complete, writer)
 
     def on_message_complete(self) -> None:
         self.reading_head = True
@@ -299,9 +303,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             extensions[BODY_RECEIVED] = True
         HttpToolsProtocol.on_message_complete(self)
 
-    def on_response_complete(self) -> None:
-        # Whatever the response held back goes out before uvicorn may close the connection.
-        writer = self.cycle.transport
-        if isinstance(writer, OneWrite):
-            writer.flush()
+    def _response_complete(self, writer: OneWrite) -> None:
+        # Whatever the response held back goes out before uvicorn may close the connection or start
+        # the next pipelined request.
+        writer.flush()
         HttpToolsProtocol.on_response_complete(self)

@@ -11,6 +11,7 @@ the request ``POST /auth/introspect``. Access tokens are checked exactly as ``Be
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -114,10 +115,14 @@ def _issued_at(session: Session) -> int | None:
     if isinstance(last, int | float):
         return int(last)
     start = session.body.get("start")
-    if not isinstance(start, str):
-        return None
+    return _seconds(start) if isinstance(start, str) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _seconds(instant: str) -> int | None:
+    """``instant`` (ISO 8601) in seconds since the epoch; None when it is not one."""
     try:
-        return int(datetime.fromisoformat(start).timestamp())
+        return int(datetime.fromisoformat(instant).timestamp())
     except ValueError:
         return None
 

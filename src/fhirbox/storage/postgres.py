@@ -510,7 +510,7 @@ class PostgresStore(Store):
                 " RETURNING id"
                 "), past AS ("
                 " DELETE FROM history USING doomed WHERE history.type = $1 AND history.id = doomed.id"
-                ") SELECT count(pg_notify($3, $1 || '/' || id)) FROM doomed",
+                ") SELECT count(pg_notify($3, $1 || '/' || id || '/')) FROM doomed",
                 type_,
                 float(below),
                 self._channel,
@@ -546,9 +546,11 @@ class PostgresStore(Store):
         own.update(versions)
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        # ``type/id/version`` for a write, ``type/id`` for a purge.
+        # ``type/id/version`` for a write, ``type/id/`` for a purge (``type/id`` from older servers).
         type_, _, rest = payload.partition("/")
-        id_, _, version = rest.partition("/")
+        id_, separator, version = rest.rpartition("/")
+        if not separator:
+            id_, version = rest, ""
         if version:
             try:
                 number = int(version)

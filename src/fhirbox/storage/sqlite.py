@@ -498,7 +498,7 @@ class SQLiteStore(Store):
             # Versions commit in order: one of ours at or below the highest seen that the query did not
             # return was overwritten since, and its successor was reported.
             seen = self._seen_version
-            for version in [v for v in own if v <= seen]:
+            for version in [v for v in list(own) if v <= seen]:  # one copy, under the GIL
                 own.discard(version)
 
 
