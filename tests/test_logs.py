@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from fhirbox.logs import (
     ACCESS_FIELDS,
     ACCESS_LOGGER,
+    FLUSH_AFTER,
+    FLUSH_LINES,
     SECRET_PARAMETERS,
     JsonFormatter,
     LineHandler,
@@ -122,24 +124,36 @@ def test_an_access_line_made_directly_is_the_line_its_record_would_make(
     assert formatter().access_line(made.created, rid, values) == formatter().format(made)
 
 
-def test_lines_of_one_turn_of_the_loop_are_written_together_and_warnings_at_once() -> None:
+def test_access_lines_wait_to_be_written_together_and_records_go_at_once() -> None:
     stream = io.StringIO()
     handler = LineHandler(stream)
     handler.setFormatter(TextFormatter())
 
-    async def turn() -> tuple[str, str, str]:
+    async def lines() -> tuple[str, str, str]:
         handler.write("first")
         handler.write("second")
         waiting = stream.getvalue()
-        handler.emit(record("trouble"))  # a warning: written at once, after what waited
-        urgent = stream.getvalue()
+        handler.emit(record("trouble"))  # a record: written at once, after what waited
+        at_once = stream.getvalue()
         handler.write("third")
-        await asyncio.sleep(0)  # the turn ends: the flush it scheduled runs
-        return waiting, urgent, stream.getvalue()
+        await asyncio.sleep(FLUSH_AFTER * 4)  # the flush armed for it has run
+        return waiting, at_once, stream.getvalue()
 
-    waiting, urgent, after = asyncio.run(turn())
+    waiting, at_once, after = asyncio.run(lines())
     assert waiting == ""
-    assert urgent.splitlines()[:2] == ["first", "second"] and "message=trouble" in urgent.splitlines()[2]
+    assert at_once.splitlines()[:2] == ["first", "second"] and "message=trouble" in at_once.splitlines()[2]
     assert after.splitlines()[3:] == ["third"]
     handler.write("no loop running")  # outside a loop: written at once
     assert stream.getvalue().endswith("no loop running\n")
+
+
+def test_many_access_lines_are_written_without_waiting_for_the_timer() -> None:
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+
+    async def burst() -> int:
+        for n in range(FLUSH_LINES):
+            handler.write(f"line {n}")
+        return len(stream.getvalue().splitlines())
+
+    assert asyncio.run(burst()) == FLUSH_LINES

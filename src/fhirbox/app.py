@@ -199,13 +199,14 @@ def create_app(
         console = ConsoleGate(console_sessions, Templates())
 
     # Every request goes through the one pipeline; it writes the access log and the HTTP metrics.
+    access_log = AccessLog() if settings.access_log else None
     pipeline = Pipeline(
         router,
         authenticator,
         [scopes, authorizer],
         forwarding,
         metrics,
-        AccessLog() if settings.access_log else None,
+        access_log,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         max_depth=settings.max_depth,
@@ -222,7 +223,8 @@ def create_app(
         metrics=metrics,
         keys=keys,
         on_start=[root.ensure, keys.start, purge.start, audit_purge.start, policies.refresh],
-        on_stop=[purge.stop, audit_purge.stop],
+        # The access log first in, last out: it writes the lines still waiting when all else stopped.
+        on_stop=[*([access_log.flush] if access_log is not None else []), purge.stop, audit_purge.stop],
     )
 
 

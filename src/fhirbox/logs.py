@@ -6,8 +6,8 @@
 gives uvicorn, which applies it in the server process and again in each worker process.
 
 Every line goes through one ``LineHandler``. The access log's lines made on the event loop's thread
-are gathered and written together when the loop's turn ends (one write instead of one per request);
-every other record is written at once, after them.
+wait up to ``FLUSH_AFTER`` seconds to be written together (one write for many requests); every other
+record is written at once, after them, and so are the waiting lines when the app stops.
 
 The pipeline sets ``request_id`` (a context variable) for the request it handles; ``RequestIdFilter``
 copies it into every record logged meanwhile, so each line about a request names it.
@@ -115,6 +115,12 @@ class AccessLog:
         record.fields = dict(zip(ACCESS_FIELDS, values, strict=True))
         record.request_id = request.request_id
         logger.handle(record)
+
+    async def flush(self) -> None:
+        """Write the lines still waiting (when the app stops: a worker may then die by a signal)."""
+        sink = self._sink()
+        if sink is not None:
+            sink[0].flush()
 
     def _sink(self) -> tuple[LineHandler, TextFormatter | JsonFormatter] | None:
         """The handler and formatter an access record would reach, when they are the only ones: the
@@ -295,15 +301,22 @@ class TextFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+# An access-log line made on the event loop's thread waits at most this long, or until this many wait.
+FLUSH_AFTER = 0.05
+FLUSH_LINES = 256
+
+
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes formatted lines to a stream. Access-log lines (``write``) made on the event loop's
-    thread are gathered and written together when the loop's turn ends; every record (``emit``), and
-    a line from any other thread or with no loop running, is written at once, after whatever waits."""
+    thread wait to be written together: at most ``FLUSH_AFTER`` seconds, ``FLUSH_LINES`` lines, or
+    until the app stops (``App.shutdown`` flushes). Every record (``emit``), and a line from any other
+    thread or with no loop running, is written at once, after whatever waits."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self._waiting: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # The flush armed for the lines waiting on the event loop, if any.
+        self._timer: asyncio.TimerHandle | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -316,25 +329,25 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.write(line, urgent=True)
 
     def write(self, line: str, *, urgent: bool = False) -> None:
-        """Write ``line`` (one line, no newline) now or when the loop's current turn ends."""
+        """Write ``line`` (one line, no newline) now, or soon with the lines made around it."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         with self.lock:  # type: ignore[union-attr]
             self._waiting.append(line)
-            if loop is not None and not urgent:
-                if self._loop is loop:  # a flush is already due at the end of this turn
-                    return
-                if self._loop is None:
-                    self._loop = loop
-                    loop.call_soon(self.flush)
-                    return
+            if loop is not None and not urgent and len(self._waiting) < FLUSH_LINES:
+                # One timer for many lines: flushing at the end of every turn of the loop costs the
+                # loop a turn of its own each time.
+                if self._timer is None:
+                    self._timer = loop.call_later(FLUSH_AFTER, self.flush)
+                return
         self.flush()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            waiting, self._waiting, self._loop = self._waiting, [], None
+            # A timer still armed fires later and finds nothing (cancelling is for its loop's thread).
+            waiting, self._waiting, self._timer = self._waiting, [], None
             try:
                 if waiting:
                     self.stream.write("\n".join(waiting) + "\n")
