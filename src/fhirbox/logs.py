@@ -122,7 +122,7 @@ class AccessLog:
         if sink is not None:
             sink[0].flush()
 
-    def _sink(self) -> tuple[LineHandler, TextFormatter | JsonFormatter] | None:
+    def _sink(self) -> tuple[LineHandler, LineFormatter] | None:
         """The handler and formatter an access record would reach, when they are the only ones: the
         server's own configuration (``logging_config``), with nothing added (a test's capture, say)."""
         if self.logger.filters:
@@ -139,7 +139,7 @@ class AccessLog:
         if type(handler) is not LineHandler or handler.level > logging.INFO:
             return None
         formatter = handler.formatter
-        if type(formatter) is not TextFormatter and type(formatter) is not JsonFormatter:
+        if not isinstance(formatter, LineFormatter):
             return None
         if any(type(f) is not RequestIdFilter for f in handler.filters):
             return None
@@ -177,9 +177,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any] | None:
     return fields if isinstance(fields, dict) else None
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, ``request_id`` when
-    there is one, the record's fields (the access log's), and ``exception`` with a traceback."""
+class LineFormatter(logging.Formatter):
+    """A record as one line (``line``, the format's own), and an access-log record's line made
+    without the record (``access_line``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -201,6 +201,23 @@ class JsonFormatter(logging.Formatter):
         """What ``format`` makes of an access-log record."""
         fields = dict(zip(ACCESS_FIELDS, values, strict=True))
         return self.line(created, "INFO", ACCESS_LOGGER, rid, "request", fields, None)
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        rid: str | None,
+        message: str,
+        fields: dict[str, Any] | None,
+        exception: str | None,
+    ) -> str:
+        raise NotImplementedError
+
+
+class JsonFormatter(LineFormatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, ``request_id`` when
+    there is one, the record's fields (the access log's), and ``exception`` with a traceback."""
 
     def line(
         self,
@@ -247,25 +264,9 @@ def _add_fields(parts: list[str], fields: dict[str, Any]) -> None:
             parts.append(f"{key}={_text_value(value)}")
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(LineFormatter):
     """One line of ``key=value`` fields: ``time level logger request_id message`` then the record's
     fields; a value with spaces, quotes or line breaks is quoted and escaped as a JSON string."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.clock = _Clock()
-
-    def format(self, record: logging.LogRecord) -> str:
-        exception = self.formatException(record.exc_info) if record.exc_info else None
-        return self.line(
-            record.created,
-            record.levelname,
-            record.name,
-            getattr(record, "request_id", None),
-            record.getMessage(),
-            _fields(record),
-            exception,
-        )
 
     def access_line(self, created: float, rid: str | None, values: AccessValues) -> str:
         """What ``format`` makes of an access-log record."""
@@ -277,8 +278,7 @@ class TextFormatter(logging.Formatter):
                 f"message=request remote_addr={addr} method={method} path={path} status={status} "
                 f"bytes={size} duration_ms={duration} client_id={client}"
             )
-        fields = dict(zip(ACCESS_FIELDS, values, strict=True))
-        return self.line(created, "INFO", ACCESS_LOGGER, rid, "request", fields, None)
+        return super().access_line(created, rid, values)
 
     def line(
         self,
