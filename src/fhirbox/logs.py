@@ -229,8 +229,12 @@ class JsonFormatter(LineFormatter):
         fields: dict[str, Any] | None,
         exception: str | None,
     ) -> str:
-        line: dict[str, Any] = {"time": self.clock.iso(created), "level": level, "logger": logger}
-        line["message"] = message
+        line: dict[str, Any] = {
+            "time": self.clock.iso(created),
+            "level": level,
+            "logger": logger,
+            "message": message,
+        }
         if rid is not None:
             line["request_id"] = rid
         if fields:
@@ -326,17 +330,19 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         # Written at once (after whatever waits): a record may be a process's last words, e.g. a
         # worker's before uvicorn re-raises the signal that stops it.
-        self.write(line, urgent=True)
+        with self.lock:  # type: ignore[union-attr]
+            self._waiting.append(line)
+        self.flush()
 
-    def write(self, line: str, *, urgent: bool = False) -> None:
-        """Write ``line`` (one line, no newline) now, or soon with the lines made around it."""
+    def write(self, line: str) -> None:
+        """Write an access-log ``line`` (one line, no newline) soon, with the lines made around it."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         with self.lock:  # type: ignore[union-attr]
             self._waiting.append(line)
-            if loop is not None and not urgent and len(self._waiting) < FLUSH_LINES:
+            if loop is not None and len(self._waiting) < FLUSH_LINES:
                 # One timer for many lines: flushing at the end of every turn of the loop costs the
                 # loop a turn of its own each time.
                 if self._timer is None:
