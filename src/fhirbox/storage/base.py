@@ -399,6 +399,10 @@ class _Listeners:
                 log.exception("change listener failed for %s/%s", type_, id_)
 
 
+# Versions a store remembers as its own at most before it forgets them all (see ``Store._note_own``).
+_MAX_OWN_VERSIONS = 100_000
+
+
 class Store(ABC):
     """Durable resource storage. Implementations: ``SQLiteStore`` and ``PostgresStore``."""
 
@@ -406,6 +410,8 @@ class Store(ABC):
         self._listeners = _Listeners()
         self._feed_task: asyncio.Task[None] | None = None
         self._commit_observer: Callable[[float, int], None] = _unobserved
+        # Versions this process committed that its change feed has not passed yet (``_note_own``).
+        self._own_versions: set[int] = set()
 
     def observe_commits(self, observer: Callable[[float, int], None]) -> None:
         """Tell ``observer`` the duration in seconds and the number of writes of every write
@@ -514,6 +520,21 @@ class Store(ABC):
     @abstractmethod
     async def _watch_changes(self, poll_interval: float) -> None:
         """Run forever, reporting other processes' writes to ``self._listeners``."""
+
+    def _note_own(self, versions: Iterable[int]) -> None:
+        """Remember versions this process committed: ``mutate`` reports them, so the change feed
+        skips them (``_written_here``). Callable from a writer thread (set operations hold the GIL)."""
+        own = self._own_versions
+        if len(own) > _MAX_OWN_VERSIONS:  # noted but never passed (a transaction failed after noting)
+            own.clear()  # forgetting costs at worst a second report of a few writes
+        own.update(versions)
+
+    def _written_here(self, version: int) -> bool:
+        """True, and forgotten, when this process committed ``version`` (already reported)."""
+        if version in self._own_versions:
+            self._own_versions.discard(version)
+            return True
+        return False
 
     def start_change_feed(self, poll_interval: float) -> None:
         if self._feed_task is None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,9 +65,6 @@ _NUL_ERRORS = (
 )
 
 
-# Versions this process wrote whose notifications have not arrived, at most (more: some transactions
-# failed after noting theirs; forgetting them all costs at worst a second report of a few writes).
-_MAX_OWN_VERSIONS = 100_000
 _NUL_MESSAGE = "PostgreSQL cannot store the character U+0000 in a resource or its id"
 # Writes committed together at most (one transaction), and how many batches commit at a time.
 MAX_BATCH = 256
@@ -218,8 +215,6 @@ class PostgresStore(Store):
         super().__init__()
         self.url = url
         self._pool: asyncpg.Pool | None = None
-        # Versions this process committed whose notifications have not arrived yet.
-        self._own_versions: set[int] = set()
         self._channel = ""
         self._writer: asyncio.Queue[_Write | None] | None = None
         self._writer_tasks: list[asyncio.Task[None]] = []
@@ -539,12 +534,6 @@ class PostgresStore(Store):
         return int(status.rsplit(" ", 1)[-1])
 
     # -- changes ---------------------------------------------------------------------------------
-    def _note_own(self, versions: Iterable[int]) -> None:
-        own = self._own_versions
-        if len(own) > _MAX_OWN_VERSIONS:  # versions of transactions that failed after being noted
-            own.clear()
-        own.update(versions)
-
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
         # ``type/id/version`` for a write, ``type/id/`` for a purge (``type/id`` from older servers).
         type_, _, rest = payload.partition("/")
@@ -556,8 +545,7 @@ class PostgresStore(Store):
                 number = int(version)
             except ValueError:
                 number = -1
-            if number in self._own_versions:
-                self._own_versions.discard(number)
+            if self._written_here(number):
                 return
         self._listeners.notify(type_, id_)
 

@@ -203,9 +203,6 @@ class SQLiteStore(Store):
         self._data_version = 0
         # Whether ``catch_up`` has checked in this turn of the event loop.
         self._caught_up = False
-        # Versions this process committed and the change feed has not passed yet (added by the writer
-        # thread, taken by the event loop's: set operations are atomic under the GIL).
-        self._own_versions: set[int] = set()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -440,7 +437,7 @@ class SQLiteStore(Store):
             _apply_writes(conn, writes, outcomes, versions)
             conn.execute("COMMIT")
             # Reported by ``mutate`` in this process: the change feed need not report them again.
-            self._own_versions.update(versions)
+            self._note_own(versions)
         except Exception as exc:
             log.exception("SQLite write transaction failed")
             self._error = exc
@@ -487,13 +484,11 @@ class SQLiteStore(Store):
         except sqlite3.Error:
             log.exception("polling for changes failed")
             return
-        own = self._own_versions
         for type_, id_, version in rows:
-            if version in own:
-                own.discard(version)
-            else:
+            if not self._written_here(version):
                 self._listeners.notify(type_, id_)
             self._seen_version = max(self._seen_version, version)
+        own = self._own_versions
         if own:
             # Versions commit in order: one of ours at or below the highest seen that the query did not
             # return was overwritten since, and its successor was reported.
