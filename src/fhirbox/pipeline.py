@@ -21,7 +21,7 @@ from fhirbox.auth.authenticate import Authenticator
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
 from fhirbox.http.forwarded import Forwarding
-from fhirbox.http.request import Receive, Request, Scope, Send
+from fhirbox.http.request import BODY_RECEIVED, Receive, Request, Scope, Send
 from fhirbox.http.responses import Response, error_response
 from fhirbox.http.routing import Route, Router
 from fhirbox.ids import UniqueIds
@@ -232,6 +232,7 @@ class Pipeline:
             "query_string": urlencode(list(query)).encode(),
             "headers": headers,
             "client": origin.scope.get("client"),
+            "extensions": {BODY_RECEIVED: True},  # the body is at hand: no deadline to keep
         }
 
         async def receive() -> dict[str, object]:
