@@ -96,13 +96,7 @@ class Pipeline:
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request = Request(
-            scope,
-            receive,
-            max_body_bytes=self.max_body_bytes,
-            body_timeout=self.body_timeout,
-            max_depth=self.max_depth,
-        )
+        request = self.request(scope, receive)
         incoming = request.headers.get("x-request-id")
         # The client's X-Request-Id when well-formed, else a new id.
         keep = incoming is not None and _REQUEST_ID.fullmatch(incoming) is not None
@@ -206,6 +200,17 @@ class Pipeline:
         except (HttpError, UnstorableValue) as error:
             return error_response(request, _http_error(error))
 
+    def request(self, scope: Scope, receive: Receive, request_id: str = "") -> Request:
+        """A request under this server's limits (body size, nesting, body deadline)."""
+        return Request(
+            scope,
+            receive,
+            max_body_bytes=self.max_body_bytes,
+            body_timeout=self.body_timeout,
+            max_depth=self.max_depth,
+            request_id=request_id,
+        )
+
     def internal_request(
         self,
         origin: Request,
@@ -238,14 +243,7 @@ class Pipeline:
         async def receive() -> dict[str, object]:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        request = Request(
-            scope,
-            receive,
-            max_body_bytes=self.max_body_bytes,
-            body_timeout=self.body_timeout,
-            max_depth=self.max_depth,
-            request_id=origin.request_id,
-        )
+        request = self.request(scope, receive, origin.request_id)
         request.client_addr = origin.client_addr
         request.base_url = origin.base_url
         return request
