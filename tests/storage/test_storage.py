@@ -453,6 +453,28 @@ async def test_the_change_feed_reconnects_after_losing_its_connection(
         await other.close()
 
 
+async def test_stopping_the_change_feed_at_any_moment_leaves_no_error_behind(store: Store) -> None:
+    """Stopped mid-connect, asyncpg used to leave a future whose error asyncio reported later,
+    in whatever ran next ("Future exception was never retrieved")."""
+    import gc
+
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        for attempt in range(120):
+            store.start_change_feed(0.05)
+            for _ in range(attempt % 8):  # stop it a few loop turns further into its start each time
+                await asyncio.sleep(0)
+            await store.stop_change_feed()
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert [context.get("message") for context in reported] == []
+
+
 async def test_search_looks_into_arrays_on_the_way_but_not_into_objects(store: Store) -> None:
     await put_many(
         store,

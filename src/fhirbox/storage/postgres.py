@@ -51,6 +51,7 @@ log = logging.getLogger("fhirbox.storage.postgres")
 POOL_MIN = 2
 POOL_MAX = 10
 PING_TIMEOUT = 2.0
+FEED_CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0
 # How often the change listener checks its connection when no notification arrives.
 LISTENER_CHECK_INTERVAL = 5.0
@@ -558,7 +559,7 @@ class PostgresStore(Store):
             try:
                 # Named after the channel so that an operator (or a test) can find this connection.
                 name = f"feed:{self._channel}"[:63]
-                conn = await asyncpg.connect(self.url, server_settings={"application_name": name})
+                conn = await _connect_to_the_end(self.url, name)
                 dropped = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, dropped=dropped: dropped.set())
                 await conn.add_listener(self._channel, self._on_notification)
@@ -599,3 +600,24 @@ class PostgresStore(Store):
             len(rows),
             time.monotonic() - started,
         )
+
+
+async def _connect_to_the_end(url: str, application_name: str) -> asyncpg.Connection:
+    """``asyncpg.connect``, left to finish when the caller is cancelled (and its connection then closed).
+
+    Cancelling asyncpg while it sets up the socket leaves behind a future holding "unexpected
+    connection_lost() call" that nobody reads: asyncio then reports "Future exception was never
+    retrieved" whenever it is collected. Stopping the change feed mid-connect did exactly that.
+    """
+    connecting = asyncio.ensure_future(
+        asyncpg.connect(
+            url, timeout=FEED_CONNECT_TIMEOUT, server_settings={"application_name": application_name}
+        )
+    )
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        await asyncio.wait([connecting])  # unlike awaiting it, this does not pass the cancel on
+        if not connecting.cancelled() and connecting.exception() is None:
+            connecting.result().terminate()
+        raise
