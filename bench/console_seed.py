@@ -2,11 +2,8 @@
 ``--smoke``), written straight through the Store before the server starts (the API would take
 minutes), the AuditEvents spread over the last ``DAYS`` days.
 
-The store stamps every write with the time it is made; on SQLite a single UPDATE afterwards moves
-each AuditEvent's ``updated`` column and ``meta.lastUpdated`` to its ``recorded`` time, as if the audit
-trail had written it then. On PostgreSQL, where 100,000 single writes take tens of minutes on a busy
-machine, the AuditEvents are copied in (``COPY``) already stamped. Those two are the places here that
-know the tables' layout (the current versions only: the console reads no history).
+The store keeps an AuditEvent under its ``recorded`` time, so these are stored as if the audit trail
+had written them then; ``Store.add`` writes a chunk of them in one transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from typing import Any
 
 from fhirbox.models.session import iso
 from fhirbox.storage import open_store
-from fhirbox.storage.base import Store, Stored
+from fhirbox.storage.base import NewResource, Store, Stored
 
 DAYS = 30
 CODES = (
@@ -29,11 +26,6 @@ CODES = (
     ("client-updated", 5),
 )
 CHUNK = 2000
-SQLITE_BACKDATE = (
-    "UPDATE resource SET updated = json_extract(body, '$.recorded'), "
-    "body = json_set(body, '$.meta.lastUpdated', json_extract(body, '$.recorded')) "
-    "WHERE type = 'AuditEvent'"
-)
 
 
 def client_id(n: int) -> str:
@@ -81,61 +73,13 @@ async def seed(database_url: str, clients: int, events: int) -> None:
         for n in range(20):
             link = [{"resourceType": "Client", "id": client_id(m)} for m in range(n * 50, n * 50 + 50)]
             await _write(store, "AccessPolicy", f"bench-policy-{n:02d}", {**policy, "link": link})
-        if database_url.startswith("sqlite:"):
-            for start in range(0, events, CHUNK):
-                await asyncio.gather(*(
-                    _write(store, "AuditEvent", f"bench-event-{n:06d}", event(n, now, clients, rng))
-                    for n in range(start, min(events, start + CHUNK))
-                ))  # fmt: skip
+        for start in range(0, events, CHUNK):
+            await store.add([
+                NewResource("AuditEvent", f"bench-event-{n:06d}", event(n, now, clients, rng))
+                for n in range(start, min(events, start + CHUNK))
+            ])  # fmt: skip
     finally:
         await store.close()
-    if database_url.startswith("sqlite:"):
-        await _backdate(database_url)
-    else:
-        await _copy_events(database_url, [event(n, now, clients, rng) for n in range(events)])
-
-
-async def _backdate(database_url: str) -> None:
-    import sqlite3
-
-    from fhirbox.storage.sqlite import SQLiteStore
-
-    conn = sqlite3.connect(SQLiteStore.from_url(database_url).path)
-    try:
-        conn.execute(SQLITE_BACKDATE)
-        conn.commit()
-    finally:
-        conn.close()
-
-
-async def _copy_events(database_url: str, bodies: list[dict[str, Any]]) -> None:
-    import asyncpg
-    import orjson
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        await _use_schema(conn, database_url)
-        versions = await conn.fetch(
-            "SELECT nextval('resource_version_seq') AS v FROM generate_series(1, $1)", len(bodies)
-        )
-        records = []
-        for n, (body, row) in enumerate(zip(bodies, versions, strict=True)):
-            stamp = body["recorded"]
-            body["id"] = f"bench-event-{n:06d}"
-            body["meta"] = {"versionId": str(row["v"]), "lastUpdated": stamp, "createdAt": stamp}
-            records.append(("AuditEvent", body["id"], row["v"], "create", stamp, orjson.dumps(body).decode()))
-        await conn.copy_records_to_table(
-            "resource", records=records, columns=["type", "id", "version", "op", "updated", "body"]
-        )
-        await conn.execute("ANALYZE resource")
-    finally:
-        await conn.close()
-
-
-async def _use_schema(conn: Any, database_url: str) -> None:
-    if "search_path=" in database_url:
-        schema = database_url.split("search_path=", 1)[1].split("&")[0]
-        await conn.execute(f"SET search_path TO {schema}")
 
 
 def seed_console(database_url: str, *, clients: int = 1000, events: int = 100_000) -> None:

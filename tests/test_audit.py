@@ -269,7 +269,7 @@ async def test_a_client_allowed_by_policy_can_read_the_trail(client: httpx.Async
 async def test_retention_purge_removes_old_events(
     app: App, client: httpx.AsyncClient, clock: MovableClock
 ) -> None:
-    purge = AuditPurge(app.store, clock)
+    purge = AuditPurge(app.store, clock, Settings().audit_retention)
     await put_client(client, "app", client_body())
     before = len(await events(client))
     assert before >= 2  # the signing key generated at start, the Client created

@@ -80,7 +80,9 @@ def create_app(
     # The audit trail: AuditEvents committed with the change they record (FHIRBOX_AUDIT), purged
     # after FHIRBOX_AUDIT_RETENTION.
     audit = Audit(store, settings.audit, settings.audit_retention, clock, base_url)
-    audit_purge = AuditPurge(store, clock, interval=min(60.0, max(0.5, settings.audit_retention / 2)))
+    audit_purge = AuditPurge(
+        store, clock, settings.audit_retention, interval=min(60.0, max(0.5, settings.audit_retention / 2))
+    )
 
     # Where a request comes from: the peer, or what a trusted proxy forwards (address, base URL).
     forwarding = Forwarding(settings.trusted_proxies, base_url, configured=bool(settings.base_url))

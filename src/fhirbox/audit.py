@@ -30,7 +30,6 @@ from fhirbox.models.audit_event import (
 )
 from fhirbox.models.session import SESSION, iso
 from fhirbox.storage.base import Attach, MutationResult, NewResource, Store
-from fhirbox.storage.migrations import PURGE_AFTER
 
 log = logging.getLogger("fhirbox.audit")
 
@@ -80,7 +79,6 @@ class Audit:
             observer=self.observer,
             entities=entities,
             reason=reason,
-            purge_after=int(now) + self.retention,
         )
         return NewResource(AUDIT_EVENT, self.ids.next(), body)
 
@@ -157,16 +155,17 @@ class Audit:
 
 
 class AuditPurge(Periodic):
-    """Removes AuditEvents older than ``FHIRBOX_AUDIT_RETENTION`` (their ``purge_after`` passed)."""
+    """Removes AuditEvents recorded more than ``FHIRBOX_AUDIT_RETENTION`` seconds ago."""
 
-    def __init__(self, store: Store, clock: Clock, interval: float = 60.0) -> None:
+    def __init__(self, store: Store, clock: Clock, retention: int, interval: float = 60.0) -> None:
         super().__init__(interval)
         self.store = store
         self.clock = clock
+        self.retention = retention
 
     async def purge_once(self) -> int:
-        """Remove every AuditEvent past its ``purge_after``; the number removed."""
-        return await self.store.purge(AUDIT_EVENT, PURGE_AFTER, self.clock())
+        """Remove every AuditEvent recorded before the retention period; the number removed."""
+        return await self.store.purge_appended(iso(self.clock() - self.retention))
 
     async def run_once(self) -> None:
         purged = await self.purge_once()

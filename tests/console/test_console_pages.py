@@ -10,6 +10,7 @@ import httpx
 
 from fhirbox.app import App
 from fhirbox.models.session import iso
+from fhirbox.storage.base import NewResource
 from tests.console.support import SECRET_SHOWN, make_auditor, sign_in
 from tests.console.test_console_security import console_client
 from tests.support import ROOT_ID, ROOT_SECRET, basic
@@ -26,7 +27,7 @@ async def seed_audit_event(app: App, event_id: str, code: str, client_id: str, o
         "agent": [{"who": {"reference": f"Client/{client_id}"}, "network": {"address": "127.0.0.1"}}],
         "entity": [{"what": {"reference": f"Client/{client_id}"}}],
     }
-    await app.store.mutate("AuditEvent", event_id, lambda current: body)
+    await app.store.add([NewResource("AuditEvent", event_id, body)])
 
 
 async def test_creating_a_client_shows_a_generated_secret_once_and_it_works(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -9,8 +10,9 @@ import httpx
 import pytest
 
 from fhirbox.app import create_app
+from fhirbox.models.session import iso
 from fhirbox.settings import Settings
-from fhirbox.storage import migrations, open_store
+from fhirbox.storage import base, migrations, open_store
 from fhirbox.storage.base import Stored
 from tests.support import ROOT, ServerProcess
 
@@ -84,3 +86,37 @@ async def test_a_new_migration_is_applied_on_start_without_losing_data(
         assert await again.read("Patient", "new") is not None
     finally:
         await again.close()
+
+
+async def test_audit_events_of_an_older_database_move_to_their_own_table(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before schema 5, AuditEvents were ordinary resources (a row in ``resource`` and in ``history``)."""
+    steps: Steps = getattr(migrations, steps_name(settings))
+    week_ago, hour_ago = iso(time.time() - 7 * 86400), iso(time.time() - 3600)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, steps_name(settings), tuple(step for step in steps if step[0] < 5))
+        patch.setattr(base, "APPEND_ONLY", "-")  # AuditEvent written as any resource, as it was then
+        store = open_store(settings.database_url)
+        await store.open()
+        try:
+            for n, recorded in enumerate((week_ago, hour_ago)):
+                event = {"resourceType": "AuditEvent", "type": {"code": "token-issued"}, "recorded": recorded}
+                await store.mutate("AuditEvent", f"old-{n}", replace_with(event))
+        finally:
+            await store.close()
+    app = create_app(settings)
+    await app.startup()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", auth=ROOT) as http:
+            assert (await http.get("/AuditEvent/old-1")).json()["recorded"] == hour_ago
+            later = await http.get("/AuditEvent", params={"recorded": f"gt{week_ago}", "_id": "old-0,old-1"})
+            assert [entry["resource"]["id"] for entry in later.json()["entry"]] == ["old-1"]
+            assert len((await http.get("/AuditEvent/old-0/_history")).json()["entry"]) == 1
+        # Kept under their recorded instant: a purge of what is older than a day removes one.
+        assert await app.store.purge_appended(iso(time.time() - 86400)) == 1
+        assert await app.store.read("AuditEvent", "old-0") is None
+        assert await app.store.read("AuditEvent", "old-1") is not None
+    finally:
+        await app.shutdown()

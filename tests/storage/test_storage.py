@@ -15,6 +15,7 @@ from fhirbox.storage.base import (
     UNCHANGED,
     Comparison,
     Filter,
+    NewResource,
     SearchQuery,
     SortKey,
     Store,
@@ -565,3 +566,21 @@ async def test_sqlite_keeps_its_write_ahead_log_bounded_while_writes_go_on(
         await asyncio.gather(*(store.mutate("Patient", f"p{chunk}-{n}", put(body)) for n in range(100)))
         largest = max(largest, wal.stat().st_size)
     assert largest < 20 * 1024 * 1024, f"the WAL grew to {largest} bytes"
+
+
+async def test_audit_events_are_appended_once_under_their_recorded_instant(store: Store) -> None:
+    recorded = "2026-03-04T05:06:07.000008Z"
+    event = {"resourceType": "AuditEvent", "type": {"code": "token-issued"}, "recorded": recorded}
+    await store.add([NewResource("AuditEvent", "e1", event)])
+    stored = await store.read("AuditEvent", "e1")
+    assert stored is not None and stored.version == 1
+    assert stored.body["meta"]["lastUpdated"] == recorded and stored.body["id"] == "e1"
+    versions, total = await store.history("AuditEvent", "e1", 10, 0)
+    assert total == 1 and versions[0].body == stored.body
+    assert await store.read_version("AuditEvent", "e1", 1) is not None
+    with pytest.raises(ValueError, match="append-only"):
+        await store.mutate("AuditEvent", "e1", put({}))
+    found = await store.search(
+        "AuditEvent", SearchQuery(comparisons=[Comparison("recorded", "lt", recorded)])
+    )
+    assert found.total == 0

@@ -12,8 +12,7 @@ The shape (FHIR R4 AuditEvent, the fields fhirbox fills)::
                 "network": {"address": "127.0.0.1", "type": "2"}}],
      "source": {"observer": {"display": "<base URL>"}},
      "entity": [{"what": {"reference": "Session/<id>"},
-                 "detail": [{"type": "grant", "valueString": "client_credentials"}]}],
-     "purge_after": 1772000000}                   # epoch seconds; the background purge removes it then
+                 "detail": [{"type": "grant", "valueString": "client_credentials"}]}]}
 
 An agent whose authentication failed is named by the id it presented (``who.reference`` when that id
 could be a Client's, else ``who.identifier.value``). No AuditEvent holds a secret, a token, or a hash of
@@ -22,8 +21,8 @@ either: builders here take only ids, names and reasons.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 from fhirbox.models import ID_PATTERN
 from fhirbox.models.client import CLIENT
@@ -71,8 +70,7 @@ SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE = "0", "4", "8"
 _MAX_TEXT = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Agent:
+class Agent(NamedTuple):
     """Who acted: a Client id (as authenticated, or as presented when authentication failed), from
     which address. ``client_id`` None: the server itself (a background job, the command line)."""
 
@@ -80,23 +78,28 @@ class Agent:
     address: str | None = None
 
     def body(self) -> dict[str, Any]:
-        agent: dict[str, Any] = {"requestor": self.client_id is not None or self.address is not None}
-        if self.client_id is None:
-            agent["who"] = {"display": "fhirbox" if self.address is None else "unidentified client"}
-        elif ID_PATTERN.match(self.client_id):
-            agent["who"] = {"reference": f"{CLIENT}/{self.client_id}"}
-        else:
-            agent["who"] = {"identifier": {"value": self.client_id[:_MAX_TEXT]}}
-        if self.address:
-            agent["network"] = {"address": self.address[:_MAX_TEXT], "type": "2"}
-        return agent
+        """The ``agent`` item (shared between events of one agent: never change it)."""
+        return _agent_body(self.client_id, self.address)
+
+
+@functools.lru_cache(maxsize=256)
+def _agent_body(client_id: str | None, address: str | None) -> dict[str, Any]:
+    agent: dict[str, Any] = {"requestor": client_id is not None or address is not None}
+    if client_id is None:
+        agent["who"] = {"display": "fhirbox" if address is None else "unidentified client"}
+    elif ID_PATTERN.match(client_id):
+        agent["who"] = {"reference": f"{CLIENT}/{client_id}"}
+    else:
+        agent["who"] = {"identifier": {"value": client_id[:_MAX_TEXT]}}
+    if address:
+        agent["network"] = {"address": address[:_MAX_TEXT], "type": "2"}
+    return agent
 
 
 SERVER = Agent(None)
 
 
-@dataclass(frozen=True, slots=True)
-class Entity:
+class Entity(NamedTuple):
     """What an event concerns (``Session/<id>``, ``Client/<id>``…), with named details (no secrets)."""
 
     reference: str
@@ -111,6 +114,11 @@ class Entity:
         return entity
 
 
+@functools.lru_cache(maxsize=16)
+def _source(observer: str) -> dict[str, Any]:
+    return {"observer": {"display": observer}}
+
+
 def audit_event_body(
     *,
     code: str,
@@ -121,7 +129,6 @@ def audit_event_body(
     observer: str,
     entities: tuple[Entity, ...] = (),
     reason: str | None = None,
-    purge_after: int,
 ) -> dict[str, Any]:
     """An AuditEvent body (the store adds ``id`` and ``meta``)."""
     body: dict[str, Any] = {
@@ -131,8 +138,7 @@ def audit_event_body(
         "recorded": recorded,
         "outcome": outcome,
         "agent": [agent.body()],
-        "source": {"observer": {"display": observer}},
-        "purge_after": purge_after,
+        "source": _source(observer),
     }
     if reason:
         body["outcomeDesc"] = reason[:_MAX_TEXT]

@@ -8,7 +8,9 @@ closing a Session stops its tokens at once, JWTs included.
 
 from __future__ import annotations
 
+import functools
 import hmac
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +28,23 @@ REFRESH_HISTORY = 50
 
 
 def iso(moment: float) -> str:
-    """``moment`` as ISO 8601 UTC with microseconds, the form of ``meta.lastUpdated``."""
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    """``moment`` as ISO 8601 UTC with microseconds, the form of ``meta.lastUpdated``.
+
+    What ``datetime.fromtimestamp(moment, UTC).isoformat(...)`` gives (microseconds rounded half to
+    even, as it rounds them), with the date and time of the whole second formatted once per second.
+    """
+    fraction, whole = math.modf(moment)
+    seconds, micros = int(whole), round(fraction * 1_000_000)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    elif micros < 0:
+        seconds, micros = seconds - 1, micros + 1_000_000
+    return f"{_whole_second(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _whole_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()[:-6]
 
 
 def purge_time(exp: int, refresh_exp: int | None, has_refresh: bool, retention: int) -> int | None:

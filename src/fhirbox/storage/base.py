@@ -21,7 +21,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import orjson
 
 log = logging.getLogger("fhirbox.storage")
 
@@ -76,10 +78,10 @@ class MutationResult:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class NewResource:
+class NewResource(NamedTuple):
     """A resource created alongside other writes, in their transaction. Its id is new (a random one):
-    it is written as a creation whatever is stored under that id."""
+    it is written as a creation whatever is stored under that id. (A named tuple: one is made for
+    every token issued, and a frozen dataclass takes three times as long to make.)"""
 
     type: str
     id: str
@@ -88,6 +90,35 @@ class NewResource:
 
 # Decides, from a write's result, the new resources committed with it (none: an empty sequence).
 Attach = Callable[[MutationResult], Sequence[NewResource]]
+
+# The one append-only type: AuditEvents are created once and never changed, so they are kept apart,
+# in ``audit_event`` (the columns of ``resource``): no history rows, no version drawn from the shared
+# sequence, no change notification, and only the indexes their searches and purge need. Each is
+# stored under its ``recorded`` instant (``updated``, ``meta.lastUpdated``): searches on ``recorded``
+# and the retention purge read that column. They are created only by ``Store.add``.
+APPEND_ONLY = "AuditEvent"
+
+
+def current_table(type_: str) -> str:
+    """The table holding the current version of ``type_``'s resources."""
+    return "audit_event" if type_ == APPEND_ONLY else "resource"
+
+
+def history_table(type_: str) -> str:
+    """The table holding every version of ``type_``'s resources (an AuditEvent has only its one)."""
+    return "audit_event" if type_ == APPEND_ONLY else "history"
+
+
+AppendedRow = tuple[str, str, int, str, str, str]
+
+
+def appended_row(resource: NewResource) -> AppendedRow:
+    """The ``audit_event`` row of an append-only resource: version 1, a creation, stored under its
+    ``recorded`` instant; the same shape as a ``resource`` row."""
+    recorded = resource.body["recorded"]
+    body = dict(resource.body)
+    stamp(body, resource.type, resource.id, 1, recorded, recorded)
+    return (resource.type, resource.id, 1, "create", recorded, orjson.dumps(body).decode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +343,7 @@ class SearchSql(ABC):
 
     def __init__(self) -> None:
         self.params: list[Any] = []
+        self.type_ = ""
 
     @abstractmethod
     def bind(self, value: Any) -> str:
@@ -335,7 +367,9 @@ class SearchSql(ABC):
 
     def comparison(self, comparison: Comparison) -> str | None:
         """The condition; None when nothing can match, "" when everything does."""
-        if comparison.field in INSTANT_FIELDS:
+        if comparison.field in INSTANT_FIELDS and self.type_ == APPEND_ONLY:
+            column = "updated"  # an AuditEvent's ``recorded``, compared bytewise on both backends
+        elif comparison.field in INSTANT_FIELDS:
             column = self.instant(comparison.field)
         else:
             column = self._column(COLUMNS[comparison.field])
@@ -354,6 +388,8 @@ class SearchSql(ABC):
     def statements(self, type_: str, query: SearchQuery) -> SearchStatements | None:
         """The statements for current, non-deleted ``type_`` resources matching ``query``; None when
         nothing can match."""
+        self.type_ = type_
+        table = current_table(type_)
         where = [f"type = {self.bind(type_)}", f"op {self.OPERATORS['ne']} 'delete'"]
         if query.ids:
             where.append(self.ids(query.ids))
@@ -372,9 +408,9 @@ class SearchSql(ABC):
         limit, offset = self.bind(query.limit), self.bind(query.offset)
         # Only fixed SQL fragments are joined here; every value is a bound parameter.
         return SearchStatements(
-            f"SELECT count(*) FROM resource WHERE {where_sql}",  # noqa: S608
+            f"SELECT count(*) FROM {table} AS stored WHERE {where_sql}",  # noqa: S608
             where_params,
-            f"SELECT body FROM resource WHERE {where_sql} "  # noqa: S608
+            f"SELECT body FROM {table} AS stored WHERE {where_sql} "  # noqa: S608
             f"ORDER BY {', '.join(order)} LIMIT {limit} OFFSET {offset}",
             self.params,
         )
@@ -467,25 +503,33 @@ class Store(ABC):
         (``after is before`` when nothing changed); the resources it returns are created in the same
         transaction.
         """
+        if type_ == APPEND_ONLY:
+            raise ValueError(f"{APPEND_ONLY} resources are append-only: create them with Store.add")
         result, added = await self._mutate(type_, id_, mutation, attach)
         if result.after is not None and result.after is not result.before:
             self._listeners.notify(type_, id_)
         for resource in added:
-            self._listeners.notify(resource.type, resource.id)
+            if resource.type != APPEND_ONLY:  # nothing caches AuditEvents
+                self._listeners.notify(resource.type, resource.id)
         return result
 
     async def add(self, resources: Sequence[NewResource]) -> None:
         """Create ``resources`` (new ids) in one transaction shared with other writes waiting at the
-        same time; answered only once durable."""
+        same time; answered only once durable. The only way to create an AuditEvent."""
         if not resources:
             return
-        first = resources[0]
-        rest = tuple(resources[1:])
+        # Carried by a write that changes nothing, so they are batched and committed like any other.
+        _result, added = await self._mutate(
+            resources[0].type, "", lambda _current: UNCHANGED, lambda _result: resources
+        )
+        for resource in added:
+            if resource.type != APPEND_ONLY:
+                self._listeners.notify(resource.type, resource.id)
 
-        def create(current: Stored | None) -> dict[str, Any]:
-            return dict(first.body)
-
-        await self.mutate(first.type, first.id, create, attach=lambda _result: rest)
+    @abstractmethod
+    async def purge_appended(self, before: str) -> int:
+        """Remove the append-only resources (AuditEvents) stored before the instant ``before``
+        (fixed-width UTC text); the number removed."""
 
     @abstractmethod
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:

@@ -84,6 +84,22 @@ SQLITE: Steps = (
             "CREATE INDEX seen_once_expires_at ON seen_once (expires_at)",
         ),
     ),
+    (
+        5,
+        # AuditEvents, append-only, apart from other resources (see storage.base.APPEND_ONLY): stored
+        # under their ``recorded`` instant, with no history rows and one index besides the key.
+        (
+            """CREATE TABLE audit_event (
+                type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, op TEXT NOT NULL,
+                updated TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (type, id)) WITHOUT ROWID""",
+            "CREATE INDEX audit_event_updated ON audit_event (type, updated)",
+            "INSERT INTO audit_event (type, id, version, op, updated, body) "
+            "SELECT type, id, version, op, coalesce(json_extract(body, '$.recorded'), updated), body "
+            "FROM resource WHERE type = 'AuditEvent' AND op <> 'delete'",
+            "DELETE FROM history WHERE type = 'AuditEvent'",
+            "DELETE FROM resource WHERE type = 'AuditEvent'",
+        ),
+    ),
 )
 
 POSTGRES: Steps = (
@@ -124,6 +140,22 @@ POSTGRES: Steps = (
                 namespace TEXT NOT NULL, key TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
                 PRIMARY KEY (namespace, key))""",
             "CREATE INDEX seen_once_expires_at ON seen_once (expires_at)",
+        ),
+    ),
+    (
+        5,
+        (
+            # ``updated`` (the ``recorded`` instant) compared and sorted bytewise, as SQLite does.
+            """CREATE TABLE audit_event (
+                type TEXT NOT NULL, id TEXT NOT NULL, version BIGINT NOT NULL, op TEXT NOT NULL,
+                updated TEXT COLLATE "C" NOT NULL, body JSONB NOT NULL, PRIMARY KEY (type, id))""",
+            "CREATE INDEX audit_event_updated ON audit_event (type, updated)",
+            "CREATE INDEX audit_event_body ON audit_event USING GIN (body jsonb_path_ops)",
+            "INSERT INTO audit_event (type, id, version, op, updated, body) "
+            "SELECT type, id, version, op, coalesce(body ->> 'recorded', updated), body "
+            "FROM resource WHERE type = 'AuditEvent' AND op <> 'delete'",
+            "DELETE FROM history WHERE type = 'AuditEvent'",
+            "DELETE FROM resource WHERE type = 'AuditEvent'",
         ),
     ),
 )

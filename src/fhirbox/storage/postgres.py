@@ -25,7 +25,9 @@ import orjson
 from fhirbox.settings import redacted_url
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
+    APPEND_ONLY,
     JSON_NUMBER,
+    AppendedRow,
     Attach,
     Comparison,
     Filter,
@@ -40,7 +42,10 @@ from fhirbox.storage.base import (
     Stored,
     StoreUnavailable,
     UnstorableValue,
+    appended_row,
     apply_migrations,
+    current_table,
+    history_table,
     json_path,
     next_version,
     now_iso,
@@ -99,6 +104,15 @@ _WRITE_VERSIONS = (
     " INSERT INTO history (type, id, version, op, updated, body)"
     " SELECT type, id, version, op, $5, body::jsonb FROM v"
     ") SELECT count(pg_notify($8, type || '/' || id || '/' || version)) FROM v"
+)
+
+# AuditEvents of a batch, in the same transaction; no history, no notification (see APPEND_ONLY).
+_APPEND = (
+    "INSERT INTO audit_event (type, id, version, op, updated, body)"
+    " SELECT type, id, version, op, updated, body::jsonb"
+    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])"
+    " AS a(type, id, version, op, updated, body)"
+    " ON CONFLICT (type, id) DO UPDATE SET updated = excluded.updated, body = excluded.body"
 )
 
 
@@ -323,7 +337,9 @@ class PostgresStore(Store):
             return None
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                "SELECT version, op, body FROM resource WHERE type = $1 AND id = $2", type_, id_
+                f"SELECT version, op, body FROM {current_table(type_)} WHERE type = $1 AND id = $2",  # noqa: S608
+                type_,
+                id_,
             )
         return _row_to_stored(type_, id_, row) if row else None
 
@@ -332,7 +348,8 @@ class PostgresStore(Store):
             return None
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                "SELECT version, op, body FROM history WHERE type = $1 AND id = $2 AND version = $3",
+                f"SELECT version, op, body FROM {history_table(type_)} "  # noqa: S608
+                "WHERE type = $1 AND id = $2 AND version = $3",
                 type_,
                 id_,
                 version,
@@ -342,12 +359,15 @@ class PostgresStore(Store):
     async def history(self, type_: str, id_: str, limit: int, offset: int) -> tuple[list[Stored], int]:
         if _has_nul(type_, id_):
             return [], 0
+        table = history_table(type_)
         async with self._connection() as conn:
             total = await conn.fetchval(
-                "SELECT count(*) FROM history WHERE type = $1 AND id = $2", type_, id_
+                f"SELECT count(*) FROM {table} WHERE type = $1 AND id = $2",  # noqa: S608
+                type_,
+                id_,
             )
             rows = await conn.fetch(
-                "SELECT version, op, body FROM history WHERE type = $1 AND id = $2 "
+                f"SELECT version, op, body FROM {table} WHERE type = $1 AND id = $2 "  # noqa: S608
                 "ORDER BY version DESC LIMIT $3 OFFSET $4",
                 type_,
                 id_,
@@ -440,6 +460,7 @@ class PostgresStore(Store):
         types, ids = [key[0] for key in keys], [key[1] for key in keys]
         settled: list[tuple[_Write, Any, BaseException | None]] = []
         written: list[Stored] = []
+        appended: list[AppendedRow] = []
         when = now_iso()
         async with self._connection() as conn, conn.transaction():
             versions = _Versions(conn, await conn.fetchval(_LOCK_AND_NUMBER, types, ids, 2 * len(batch)))
@@ -467,6 +488,9 @@ class PostgresStore(Store):
                     written.append(after)
                 await versions.ensure(len(added))
                 for resource in added:
+                    if resource.type == APPEND_ONLY:
+                        appended.append(appended_row(resource))
+                        continue
                     new = next_version(
                         resource.type, resource.id, None, dict(resource.body), versions.take(), when
                     )
@@ -489,6 +513,8 @@ class PostgresStore(Store):
                     [latest[(row.type, row.id)] == index for index, row in enumerate(written)],
                     self._channel,
                 )
+            if appended:
+                await conn.execute(_APPEND, *(list(column) for column in zip(*appended, strict=True)))
         for write, value, failure in settled:
             if write.future.done():
                 continue
@@ -512,6 +538,13 @@ class PostgresStore(Store):
                 self._channel,
             )
         return int(count)
+
+    async def purge_appended(self, before: str) -> int:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                "DELETE FROM audit_event WHERE type = $1 AND updated < $2", APPEND_ONLY, before
+            )
+        return int(status.split()[-1])
 
     async def remember_once(self, namespace: str, key: str, expires_at: float, *, now: float) -> bool:
         if _has_nul(namespace, key):

@@ -30,7 +30,9 @@ import orjson
 
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
+    APPEND_ONLY,
     JSON_NUMBER,
+    AppendedRow,
     Attach,
     Filter,
     Mutation,
@@ -43,7 +45,10 @@ from fhirbox.storage.base import (
     Store,
     Stored,
     StoreUnavailable,
+    appended_row,
     apply_migrations,
+    current_table,
+    history_table,
     json_path,
     next_version,
     now_iso,
@@ -62,6 +67,10 @@ _UPSERT = (
     "updated = excluded.updated, body = excluded.body"
 )
 _INSERT_HISTORY = "INSERT INTO history (type, id, version, op, updated, body) VALUES (?, ?, ?, ?, ?, ?)"
+_APPEND = (
+    "INSERT INTO audit_event (type, id, version, op, updated, body) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (type, id) DO UPDATE SET updated = excluded.updated, body = excluded.body"
+)
 # Insert, or take over a record that has expired; rowcount 0 when a live record holds the key.
 _REMEMBER_ONCE = (
     "INSERT INTO seen_once (namespace, key, expires_at) VALUES (?, ?, ?) "
@@ -131,7 +140,7 @@ def _filter_sql(flt: Filter) -> tuple[str, list[Any]]:
     """
     sources: list[str] = []
     path_params: list[Any] = []
-    parent = "resource.body"
+    parent = "stored.body"
     for depth, key in enumerate(flt.path):
         step = f"e{depth}"
         node = f"{parent} -> ?"
@@ -159,7 +168,7 @@ def _filter_sql(flt: Filter) -> tuple[str, list[Any]]:
         # substring test that rules out most rows at a fraction of the walk's cost; and where no array
         # is on the path, one json_extract finds it without the walk.
         quoted = orjson.dumps(flt.value).decode()
-        fast = f"(instr(resource.body, ?) > 0 AND (json_extract(resource.body, ?) = ? OR {sql}))"
+        fast = f"(instr(stored.body, ?) > 0 AND (json_extract(stored.body, ?) = ? OR {sql}))"
         return fast, [quoted, json_path(flt.path), flt.value, *path_params, *params]
     return sql, [*path_params, *params]
 
@@ -298,24 +307,27 @@ class SQLiteStore(Store):
     # -- reads -----------------------------------------------------------------------------------
     async def read(self, type_: str, id_: str) -> Stored | None:
         row = self._conn.execute(
-            "SELECT version, op, body FROM resource WHERE type = ? AND id = ?", (type_, id_)
+            f"SELECT version, op, body FROM {current_table(type_)} WHERE type = ? AND id = ?",  # noqa: S608
+            (type_, id_),
         ).fetchone()
         return _row_to_stored(type_, id_, row) if row else None
 
     async def read_version(self, type_: str, id_: str, version: int) -> Stored | None:
         row = self._conn.execute(
-            "SELECT version, op, body FROM history WHERE type = ? AND id = ? AND version = ?",
+            f"SELECT version, op, body FROM {history_table(type_)} "  # noqa: S608
+            "WHERE type = ? AND id = ? AND version = ?",
             (type_, id_, version),
         ).fetchone()
         return _row_to_stored(type_, id_, row) if row else None
 
     async def history(self, type_: str, id_: str, limit: int, offset: int) -> tuple[list[Stored], int]:
-        conn = self._conn
+        conn, table = self._conn, history_table(type_)
         total = conn.execute(
-            "SELECT count(*) FROM history WHERE type = ? AND id = ?", (type_, id_)
+            f"SELECT count(*) FROM {table} WHERE type = ? AND id = ?",  # noqa: S608
+            (type_, id_),
         ).fetchone()[0]
         rows = conn.execute(
-            "SELECT version, op, body FROM history WHERE type = ? AND id = ? "
+            f"SELECT version, op, body FROM {table} WHERE type = ? AND id = ? "  # noqa: S608
             "ORDER BY version DESC LIMIT ? OFFSET ?",
             (type_, id_, limit, offset),
         ).fetchall()
@@ -355,6 +367,15 @@ class SQLiteStore(Store):
                 conn.execute("DELETE FROM resource WHERE type = ? AND id = ?", (type_, id_))
                 conn.execute("DELETE FROM history WHERE type = ? AND id = ?", (type_, id_))
             return len(doomed)
+
+        future = self._future()
+        self._queue.put(_Work(work, future))
+        purged: int = await future
+        return purged
+
+    async def purge_appended(self, before: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM audit_event WHERE updated < ?", (before,)).rowcount
 
         future = self._future()
         self._queue.put(_Work(work, future))
@@ -521,7 +542,8 @@ def _apply_writes(
                 current[(type_, id_)] = _row_to_stored(type_, id_, tuple(rest))
     version: int = conn.execute("SELECT value FROM sequence WHERE name = 'version'").fetchone()[0]
     when = now_iso()
-    rows_out: list[tuple[str, str, int, str, str, str]] = []
+    rows_out: list[AppendedRow] = []
+    appended: list[AppendedRow] = []
     for write in writes:
         key = (write.type_, write.id_)
         before = current.get(key)
@@ -539,6 +561,9 @@ def _apply_writes(
                 (write.type_, write.id_, version, after.op, when, orjson.dumps(after.body).decode())
             )
         for resource in added:
+            if resource.type == APPEND_ONLY:
+                appended.append(appended_row(resource))
+                continue
             version += 1
             new = next_version(resource.type, resource.id, None, dict(resource.body), version, when)
             assert new is not None
@@ -550,6 +575,8 @@ def _apply_writes(
         conn.executemany(_UPSERT, rows_out)
         conn.executemany(_INSERT_HISTORY, rows_out)
         conn.execute("UPDATE sequence SET value = ? WHERE name = 'version'", (version,))
+    if appended:
+        conn.executemany(_APPEND, appended)
 
 
 def _run_work(conn: sqlite3.Connection, job: _Work) -> Outcome:
