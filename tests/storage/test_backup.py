@@ -7,10 +7,15 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from fhirbox.models.session import iso
+from fhirbox.storage import open_store
+from fhirbox.storage.base import NewResource
+from fhirbox.storage.sqlite import backup_database
 from tests.support import (
     ROOT,
     ServerProcess,
@@ -168,3 +173,17 @@ def test_a_directory_as_backup_path_is_a_usage_error(tmp_path: Path) -> None:
     done = run_fhirbox("backup", "--database", f"sqlite:///{tmp_path}/live.db", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_the_backup_counts_audit_events_among_the_resources(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/live.db")
+    await store.open()
+    try:
+        await store.mutate("Patient", "p1", lambda current: {"n": 1})
+        recorded = iso(time.time())
+        events = [NewResource("AuditEvent", f"e{n}", {"recorded": recorded}) for n in range(3)]
+        await store.add(events)
+    finally:
+        await store.close()
+    summary = backup_database(str(tmp_path / "live.db"), str(tmp_path / "copy.db"))
+    assert summary.resources == 4

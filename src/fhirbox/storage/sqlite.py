@@ -100,6 +100,8 @@ class _Work:
 
 
 _Job = _Write | _Work
+# The schema version (migrations.SQLITE) that moved AuditEvents to ``audit_event``.
+_AUDIT_TABLE_VERSION = 5
 _INTEGER = re.compile(r"^-?[0-9]+\Z")
 
 
@@ -676,6 +678,8 @@ def _copy(source: str, destination: str) -> BackupSummary:
             try:
                 version = dst.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
                 resources = dst.execute("SELECT count(*) FROM resource WHERE op != 'delete'").fetchone()[0]
+                if (version or 0) >= _AUDIT_TABLE_VERSION:  # AuditEvents are resources too
+                    resources += dst.execute("SELECT count(*) FROM audit_event").fetchone()[0]
             except sqlite3.OperationalError:
                 raise ValueError(f"{source} is not a fhirbox database (no fhirbox tables)") from None
         finally:
