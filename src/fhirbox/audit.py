@@ -26,10 +26,10 @@ from fhirbox.models.audit_event import (
     SUCCESS,
     Agent,
     Entity,
-    audit_event_body,
+    audit_event_members,
 )
 from fhirbox.models.session import SESSION, iso
-from fhirbox.storage.base import Attach, MutationResult, NewResource, Store
+from fhirbox.storage.base import Appended, Attach, MutationResult, Store, appended_json
 
 log = logging.getLogger("fhirbox.audit")
 
@@ -65,26 +65,26 @@ class Audit:
         outcome: str = SUCCESS,
         entities: tuple[Entity, ...] = (),
         reason: str | None = None,
-    ) -> NewResource | None:
-        """A new AuditEvent of ``code``, or None when this level does not record it."""
+    ) -> Appended | None:
+        """A new AuditEvent of ``code`` (ready to store), or None when this level does not record it."""
         if not self.wants(code):
             return None
-        now = self.clock()
-        body = audit_event_body(
+        recorded = iso(self.clock())
+        members = audit_event_members(
             code=code,
             action=action,
             outcome=outcome,
-            recorded=iso(now),
+            recorded=recorded,
             agent=agent,
             observer=self.observer,
             entities=entities,
             reason=reason,
         )
-        return NewResource(AUDIT_EVENT, self.ids.next(), body)
+        return appended_json(AUDIT_EVENT, self.ids.next(), recorded, members)
 
     @staticmethod
     def attach(
-        always: Sequence[NewResource | None] = (), if_changed: Sequence[NewResource | None] = ()
+        always: Sequence[Appended | None] = (), if_changed: Sequence[Appended | None] = ()
     ) -> Attach | None:
         """What ``store.mutate(..., attach=)`` takes: ``always`` whatever the write decided, and
         ``if_changed`` only when it changed something; None when there is nothing to record."""
@@ -93,13 +93,13 @@ class Audit:
         if not fixed and not on_change:
             return None
 
-        def events(result: MutationResult) -> Sequence[NewResource]:
+        def events(result: MutationResult) -> Sequence[Appended]:
             changed = result.after is not None and result.after is not result.before
             return (*fixed, *on_change) if changed else fixed
 
         return events
 
-    def session_closed(self, session_id: str, agent: Agent, reason: str) -> NewResource | None:
+    def session_closed(self, session_id: str, agent: Agent, reason: str) -> Appended | None:
         """A Session was closed (revoked) by ``agent`` for ``reason``."""
         return self.event(
             SESSION_CLOSED,
@@ -123,7 +123,7 @@ class Audit:
                 return None
             agent = Agent(client_id, address)
 
-            def events(result: MutationResult) -> Sequence[NewResource]:
+            def events(result: MutationResult) -> Sequence[Appended]:
                 after = result.after
                 if after is None or after is result.before:
                     return ()
@@ -142,7 +142,7 @@ class Audit:
 
         return record
 
-    async def record(self, *events: NewResource | None) -> None:
+    async def record(self, *events: Appended | None) -> None:
         """Write events that ride on no change, durably, batched with other writes; returns once
         stored. A failure to store them is logged, never turned into the caller's error."""
         wanted = [event for event in events if event is not None]

@@ -24,6 +24,8 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+import orjson
+
 from fhirbox.models import ID_PATTERN
 from fhirbox.models.client import CLIENT
 
@@ -78,22 +80,22 @@ class Agent(NamedTuple):
     address: str | None = None
 
     def body(self) -> dict[str, Any]:
-        """The ``agent`` item (shared between events of one agent: never change it)."""
-        return _agent_body(self.client_id, self.address)
+        """The ``agent`` item."""
+        agent: dict[str, Any] = {"requestor": self.client_id is not None or self.address is not None}
+        if self.client_id is None:
+            agent["who"] = {"display": "fhirbox" if self.address is None else "unidentified client"}
+        elif ID_PATTERN.match(self.client_id):
+            agent["who"] = {"reference": f"{CLIENT}/{self.client_id}"}
+        else:
+            agent["who"] = {"identifier": {"value": self.client_id[:_MAX_TEXT]}}
+        if self.address:
+            agent["network"] = {"address": self.address[:_MAX_TEXT], "type": "2"}
+        return agent
 
 
 @functools.lru_cache(maxsize=256)
-def _agent_body(client_id: str | None, address: str | None) -> dict[str, Any]:
-    agent: dict[str, Any] = {"requestor": client_id is not None or address is not None}
-    if client_id is None:
-        agent["who"] = {"display": "fhirbox" if address is None else "unidentified client"}
-    elif ID_PATTERN.match(client_id):
-        agent["who"] = {"reference": f"{CLIENT}/{client_id}"}
-    else:
-        agent["who"] = {"identifier": {"value": client_id[:_MAX_TEXT]}}
-    if address:
-        agent["network"] = {"address": address[:_MAX_TEXT], "type": "2"}
-    return agent
+def _agent_json(agent: Agent) -> str:
+    return orjson.dumps(agent.body()).decode()
 
 
 SERVER = Agent(None)
@@ -105,21 +107,26 @@ class Entity(NamedTuple):
     reference: str
     details: tuple[tuple[str, str], ...] = ()
 
-    def body(self) -> dict[str, Any]:
-        entity: dict[str, Any] = {"what": {"reference": self.reference}}
-        if self.details:
-            entity["detail"] = [
-                {"type": name, "valueString": value[:_MAX_TEXT]} for name, value in self.details
-            ]
-        return entity
+    def json(self) -> str:
+        """The ``entity`` item as JSON (the details of a kind of event repeat: written once)."""
+        reference = orjson.dumps(self.reference).decode()
+        if not self.details:
+            return f'{{"what":{{"reference":{reference}}}}}'
+        return f'{{"what":{{"reference":{reference}}},"detail":{_details_json(self.details)}}}'
+
+
+@functools.lru_cache(maxsize=256)
+def _details_json(details: tuple[tuple[str, str], ...]) -> str:
+    items = [{"type": name, "valueString": value[:_MAX_TEXT]} for name, value in details]
+    return orjson.dumps(items).decode()
 
 
 @functools.lru_cache(maxsize=16)
-def _source(observer: str) -> dict[str, Any]:
-    return {"observer": {"display": observer}}
+def _source_json(observer: str) -> str:
+    return orjson.dumps({"observer": {"display": observer}}).decode()
 
 
-def audit_event_body(
+def audit_event_members(
     *,
     code: str,
     action: str,
@@ -129,19 +136,17 @@ def audit_event_body(
     observer: str,
     entities: tuple[Entity, ...] = (),
     reason: str | None = None,
-) -> dict[str, Any]:
-    """An AuditEvent body (the store adds ``id`` and ``meta``)."""
-    body: dict[str, Any] = {
-        "resourceType": AUDIT_EVENT,
-        "type": {"code": code},
-        "action": action,
-        "recorded": recorded,
-        "outcome": outcome,
-        "agent": [agent.body()],
-        "source": _source(observer),
-    }
+) -> str:
+    """An AuditEvent's JSON members but ``resourceType``, ``id`` and ``meta`` (the store writes those):
+    ``"type":{...},"action":"C",...``. Written as text, not a dict serialised, because one is made for
+    every token: the agent, source and details of an event repeat, and are serialised once each.
+    ``code``, ``action``, ``outcome`` and ``recorded`` are the server's own constants and instant."""
+    members = (
+        f'"type":{{"code":"{code}"}},"action":"{action}","recorded":"{recorded}",'
+        f'"outcome":"{outcome}","agent":[{_agent_json(agent)}],"source":{_source_json(observer)}'
+    )
     if reason:
-        body["outcomeDesc"] = reason[:_MAX_TEXT]
+        members += ',"outcomeDesc":' + orjson.dumps(reason[:_MAX_TEXT]).decode()
     if entities:
-        body["entity"] = [entity.body() for entity in entities]
-    return body
+        members += ',"entity":[' + ",".join(entity.json() for entity in entities) + "]"
+    return members

@@ -88,15 +88,63 @@ class NewResource(NamedTuple):
     body: dict[str, Any]
 
 
-# Decides, from a write's result, the new resources committed with it (none: an empty sequence).
-Attach = Callable[[MutationResult], Sequence[NewResource]]
-
 # The one append-only type: AuditEvents are created once and never changed, so they are kept apart,
 # in ``audit_event`` (the columns of ``resource``): no history rows, no version drawn from the shared
 # sequence, no change notification, and only the indexes their searches and purge need. Each is
 # stored under its ``recorded`` instant (``updated``, ``meta.lastUpdated``): searches on ``recorded``
-# and the retention purge read that column. They are created only by ``Store.add``.
+# and the retention purge read that column. They are created only by ``Store.add`` and ``attach``.
 APPEND_ONLY = "AuditEvent"
+
+
+class Appended(NamedTuple):
+    """An append-only resource as its ``audit_event`` row holds it: stamped and serialised where it
+    is made (``appended``), so that the writer, holding the transaction, only stores it."""
+
+    type: str
+    id: str
+    version: int
+    op: str
+    updated: str
+    text: str
+
+
+def appended(type_: str, id_: str, body: dict[str, Any]) -> Appended:
+    """The row of a new append-only resource: version 1, a creation, stored under its ``recorded``
+    instant. ``body`` is stamped in place (``id``, ``meta``): the caller hands it over."""
+    recorded = body["recorded"]
+    stamp(body, type_, id_, 1, recorded, recorded)
+    return Appended(type_, id_, 1, "create", recorded, orjson.dumps(body).decode())
+
+
+def appended_json(type_: str, id_: str, recorded: str, members: str) -> Appended:
+    """As ``appended``, for a body already written as JSON ``members`` (all but ``resourceType``,
+    ``id`` and ``meta``, comma-separated ``"name":value`` pairs). ``type_``, ``id_`` and ``recorded``
+    are written as they are: a type name, an id and an instant the server made, which JSON never
+    escapes (letters, digits, ``-``, ``.``, ``:``)."""
+    text = (
+        f'{{"resourceType":"{type_}","id":"{id_}","meta":{{"versionId":"1","lastUpdated":"{recorded}",'
+        f'"createdAt":"{recorded}"}},{members}}}'
+    )
+    return Appended(type_, id_, 1, "create", recorded, text)
+
+
+def split_added(added: Sequence[NewResource | Appended]) -> tuple[list[NewResource], list[Appended]]:
+    """What an ``attach`` returned: the resources to create as any other, and the append-only ones
+    as their ``audit_event`` rows."""
+    created: list[NewResource] = []
+    rows: list[Appended] = []
+    for resource in added:
+        if isinstance(resource, Appended):
+            rows.append(resource)
+        elif resource.type == APPEND_ONLY:
+            rows.append(appended(resource.type, resource.id, dict(resource.body)))
+        else:
+            created.append(resource)
+    return created, rows
+
+
+# Decides, from a write's result, the new resources committed with it (none: an empty sequence).
+Attach = Callable[[MutationResult], Sequence[NewResource | Appended]]
 
 
 def current_table(type_: str) -> str:
@@ -107,18 +155,6 @@ def current_table(type_: str) -> str:
 def history_table(type_: str) -> str:
     """The table holding every version of ``type_``'s resources (an AuditEvent has only its one)."""
     return "audit_event" if type_ == APPEND_ONLY else "history"
-
-
-AppendedRow = tuple[str, str, int, str, str, str]
-
-
-def appended_row(resource: NewResource) -> AppendedRow:
-    """The ``audit_event`` row of an append-only resource: version 1, a creation, stored under its
-    ``recorded`` instant; the same shape as a ``resource`` row."""
-    recorded = resource.body["recorded"]
-    body = dict(resource.body)
-    stamp(body, resource.type, resource.id, 1, recorded, recorded)
-    return (resource.type, resource.id, 1, "create", recorded, orjson.dumps(body).decode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,7 +526,7 @@ class Store(ABC):
     @abstractmethod
     async def _mutate(
         self, type_: str, id_: str, mutation: Mutation, attach: Attach | None
-    ) -> tuple[MutationResult, Sequence[NewResource]]:
+    ) -> tuple[MutationResult, Sequence[NewResource | Appended]]:
         """Apply ``mutation`` and create what ``attach`` returns, in one transaction, durably;
         exceptions either raises propagate unchanged (and nothing of this write is stored)."""
 
@@ -513,9 +549,9 @@ class Store(ABC):
                 self._listeners.notify(resource.type, resource.id)
         return result
 
-    async def add(self, resources: Sequence[NewResource]) -> None:
+    async def add(self, resources: Sequence[NewResource | Appended]) -> None:
         """Create ``resources`` (new ids) in one transaction shared with other writes waiting at the
-        same time; answered only once durable. The only way to create an AuditEvent."""
+        same time; answered only once durable. With ``attach``, the way AuditEvents are created."""
         if not resources:
             return
         # Carried by a write that changes nothing, so they are batched and committed like any other.

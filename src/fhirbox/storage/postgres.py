@@ -27,7 +27,7 @@ from fhirbox.storage import migrations
 from fhirbox.storage.base import (
     APPEND_ONLY,
     JSON_NUMBER,
-    AppendedRow,
+    Appended,
     Attach,
     Comparison,
     Filter,
@@ -42,13 +42,13 @@ from fhirbox.storage.base import (
     Stored,
     StoreUnavailable,
     UnstorableValue,
-    appended_row,
     apply_migrations,
     current_table,
     history_table,
     json_path,
     next_version,
     now_iso,
+    split_added,
 )
 
 log = logging.getLogger("fhirbox.storage.postgres")
@@ -124,7 +124,7 @@ class _Write:
     id_: str
     mutation: Mutation
     attach: Attach | None
-    future: asyncio.Future[tuple[MutationResult, Sequence[NewResource]]]
+    future: asyncio.Future[tuple[MutationResult, Sequence[NewResource | Appended]]]
 
 
 class _Versions:
@@ -390,12 +390,12 @@ class PostgresStore(Store):
     # -- writes ----------------------------------------------------------------------------------
     async def _mutate(
         self, type_: str, id_: str, mutation: Mutation, attach: Attach | None
-    ) -> tuple[MutationResult, Sequence[NewResource]]:
+    ) -> tuple[MutationResult, Sequence[NewResource | Appended]]:
         if _has_nul(type_, id_):
             raise UnstorableValue("PostgreSQL cannot store the character U+0000 in a resource or its id")
         if self._writer is None:
             raise RuntimeError("store is not open")
-        future: asyncio.Future[tuple[MutationResult, Sequence[NewResource]]] = (
+        future: asyncio.Future[tuple[MutationResult, Sequence[NewResource | Appended]]] = (
             asyncio.get_running_loop().create_future()
         )
         self._writer.put_nowait(_Write(type_, id_, mutation, attach, future))
@@ -460,7 +460,7 @@ class PostgresStore(Store):
         types, ids = [key[0] for key in keys], [key[1] for key in keys]
         settled: list[tuple[_Write, Any, BaseException | None]] = []
         written: list[Stored] = []
-        appended: list[AppendedRow] = []
+        appended: list[Appended] = []
         when = now_iso()
         async with self._connection() as conn, conn.transaction():
             versions = _Versions(conn, await conn.fetchval(_LOCK_AND_NUMBER, types, ids, 2 * len(batch)))
@@ -479,6 +479,7 @@ class PostgresStore(Store):
                     added = tuple(write.attach(result)) if write.attach is not None else ()
                     if any(_has_nul(resource.type, resource.id) for resource in added):
                         raise UnstorableValue(_NUL_MESSAGE)
+                    created, rows = split_added(added)
                 except Exception as error:
                     settled.append((write, None, error))
                     continue
@@ -486,11 +487,9 @@ class PostgresStore(Store):
                     versions.take()
                     current[key] = after
                     written.append(after)
-                await versions.ensure(len(added))
-                for resource in added:
-                    if resource.type == APPEND_ONLY:
-                        appended.append(appended_row(resource))
-                        continue
+                appended.extend(rows)
+                await versions.ensure(len(created))
+                for resource in created:
                     new = next_version(
                         resource.type, resource.id, None, dict(resource.body), versions.take(), when
                     )

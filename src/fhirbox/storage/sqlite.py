@@ -30,9 +30,8 @@ import orjson
 
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
-    APPEND_ONLY,
     JSON_NUMBER,
-    AppendedRow,
+    Appended,
     Attach,
     Filter,
     Mutation,
@@ -45,13 +44,13 @@ from fhirbox.storage.base import (
     Store,
     Stored,
     StoreUnavailable,
-    appended_row,
     apply_migrations,
     current_table,
     history_table,
     json_path,
     next_version,
     now_iso,
+    split_added,
 )
 
 log = logging.getLogger("fhirbox.storage.sqlite")
@@ -352,10 +351,10 @@ class SQLiteStore(Store):
 
     async def _mutate(
         self, type_: str, id_: str, mutation: Mutation, attach: Attach | None
-    ) -> tuple[MutationResult, Sequence[NewResource]]:
+    ) -> tuple[MutationResult, Sequence[NewResource | Appended]]:
         future = self._future()
         self._queue.put(_Write(type_, id_, mutation, attach, future))
-        result: tuple[MutationResult, Sequence[NewResource]] = await future
+        result: tuple[MutationResult, Sequence[NewResource | Appended]] = await future
         return result
 
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:
@@ -544,8 +543,8 @@ def _apply_writes(
                 current[(type_, id_)] = _row_to_stored(type_, id_, tuple(rest))
     version: int = conn.execute("SELECT value FROM sequence WHERE name = 'version'").fetchone()[0]
     when = now_iso()
-    rows_out: list[AppendedRow] = []
-    appended: list[AppendedRow] = []
+    rows_out: list[tuple[str, str, int, str, str, str]] = []
+    appended: list[Appended] = []
     for write in writes:
         key = (write.type_, write.id_)
         before = current.get(key)
@@ -553,6 +552,7 @@ def _apply_writes(
             after = next_version(write.type_, write.id_, before, write.mutation(before), version + 1, when)
             result = MutationResult(before, before if after is None else after)
             added = write.attach(result) if write.attach is not None else ()
+            created, appending = split_added(added)
         except Exception as exc:
             outcomes.append((write.future, None, exc))
             continue
@@ -562,10 +562,8 @@ def _apply_writes(
             rows_out.append(
                 (write.type_, write.id_, version, after.op, when, orjson.dumps(after.body).decode())
             )
-        for resource in added:
-            if resource.type == APPEND_ONLY:
-                appended.append(appended_row(resource))
-                continue
+        appended.extend(appending)
+        for resource in created:
             version += 1
             new = next_version(resource.type, resource.id, None, dict(resource.body), version, when)
             assert new is not None

@@ -26,7 +26,7 @@ from fhirbox.oauth.grants import Issuance, IssuingGrant
 from fhirbox.oauth.issuance import IssuedTokens, issue_tokens, token_response
 from fhirbox.oauth.sessions import close_session
 from fhirbox.oauth.token_formats import session_id_of, token_hash
-from fhirbox.storage.base import NewResource, Stored
+from fhirbox.storage.base import Appended, Stored
 
 REUSED = "Refresh token was already used; the session is revoked"
 JUST_ROTATED = "Refresh token was just replaced by a concurrent refresh; use the tokens that request received"
@@ -114,7 +114,7 @@ class RefreshTokenGrant(IssuingGrant):
         presented: str,
         tokens: IssuedTokens,
         agent: Agent,
-        refreshed: NewResource | None,
+        refreshed: Appended | None,
     ) -> None:
         """Replace the Session's tokens, unless another request rotated them first (a reuse too)."""
 
