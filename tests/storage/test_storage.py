@@ -584,3 +584,22 @@ async def test_audit_events_are_appended_once_under_their_recorded_instant(store
         "AuditEvent", SearchQuery(comparisons=[Comparison("recorded", "lt", recorded)])
     )
     assert found.total == 0
+
+
+async def test_appending_audit_events_waits_for_no_other_write(
+    database_url: str, store: Store, backend: str
+) -> None:
+    """Each write holds a lock on its key (PostgreSQL, across processes): events appended on their own
+    must not all share one key, or every process's failed-login records would queue behind each other."""
+    if backend != "postgres":
+        pytest.skip("SQLite has one writer per database file; there is no key lock to share")
+    import asyncpg
+
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute("SELECT pg_advisory_lock(hashtext('AuditEvent'), hashtext(''))")
+        event = {"resourceType": "AuditEvent", "recorded": "2026-03-04T05:06:07.000008Z"}
+        await asyncio.wait_for(store.add([NewResource("AuditEvent", "e1", event)]), 10)
+        assert await store.read("AuditEvent", "e1") is not None
+    finally:
+        await admin.close()

@@ -554,9 +554,11 @@ class Store(ABC):
         same time; answered only once durable. With ``attach``, the way AuditEvents are created."""
         if not resources:
             return
-        # Carried by a write that changes nothing, so they are batched and committed like any other.
+        # Carried by a write that changes nothing, so they are batched and committed like any other;
+        # keyed by the first new id, so that it waits for no other write (PostgreSQL locks each key).
+        first = resources[0]
         _result, added = await self._mutate(
-            resources[0].type, "", lambda _current: UNCHANGED, lambda _result: resources
+            first.type, first.id, lambda _current: UNCHANGED, lambda _result: resources
         )
         for resource in added:
             if resource.type != APPEND_ONLY:

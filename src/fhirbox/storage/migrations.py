@@ -94,7 +94,7 @@ SQLITE: Steps = (
                 updated TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (type, id)) WITHOUT ROWID""",
             "CREATE INDEX audit_event_updated ON audit_event (type, updated)",
             "INSERT INTO audit_event (type, id, version, op, updated, body) "
-            "SELECT type, id, version, op, coalesce(json_extract(body, '$.recorded'), updated), body "
+            "SELECT type, id, version, 'create', coalesce(json_extract(body, '$.recorded'), updated), body "
             "FROM resource WHERE type = 'AuditEvent' AND op <> 'delete'",
             "DELETE FROM history WHERE type = 'AuditEvent'",
             "DELETE FROM resource WHERE type = 'AuditEvent'",
@@ -152,7 +152,7 @@ POSTGRES: Steps = (
             "CREATE INDEX audit_event_updated ON audit_event (type, updated)",
             "CREATE INDEX audit_event_body ON audit_event USING GIN (body jsonb_path_ops)",
             "INSERT INTO audit_event (type, id, version, op, updated, body) "
-            "SELECT type, id, version, op, coalesce(body ->> 'recorded', updated), body "
+            "SELECT type, id, version, 'create', coalesce(body ->> 'recorded', updated), body "
             "FROM resource WHERE type = 'AuditEvent' AND op <> 'delete'",
             "DELETE FROM history WHERE type = 'AuditEvent'",
             "DELETE FROM resource WHERE type = 'AuditEvent'",

@@ -25,7 +25,6 @@ import orjson
 from fhirbox.settings import redacted_url
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
-    APPEND_ONLY,
     JSON_NUMBER,
     Appended,
     Attach,
@@ -57,6 +56,7 @@ POOL_MIN = 2
 POOL_MAX = 10
 PING_TIMEOUT = 2.0
 FEED_CONNECT_TIMEOUT = 10.0
+FEED_CANCEL_WAIT = 2.0
 CLOSE_TIMEOUT = 10.0
 # How often the change listener checks its connection when no notification arrives.
 LISTENER_CHECK_INTERVAL = 5.0
@@ -91,7 +91,7 @@ _READ_CURRENT = (
 )
 # Every new version of a batch into history, the latest of each resource into ``resource``, and a
 # notification per version, delivered to every listening process at commit.
-_WRITE_VERSIONS = (
+_VERSIONS = (
     "WITH v AS ("
     " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $6::text[], $7::bool[])"
     " AS v(type, id, version, op, body, latest)"
@@ -103,16 +103,20 @@ _WRITE_VERSIONS = (
     "), past AS ("
     " INSERT INTO history (type, id, version, op, updated, body)"
     " SELECT type, id, version, op, $5, body::jsonb FROM v"
-    ") SELECT count(pg_notify($8, type || '/' || id || '/' || version)) FROM v"
+    ")"
 )
-
-# AuditEvents of a batch, in the same transaction; no history, no notification (see APPEND_ONLY).
-_APPEND = (
-    "INSERT INTO audit_event (type, id, version, op, updated, body)"
-    " SELECT type, id, version, op, updated, body::jsonb"
-    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])"
-    " AS a(type, id, version, op, updated, body)"
+_NOTIFY = " SELECT count(pg_notify($8, type || '/' || id || '/' || version)) FROM v"
+_WRITE_VERSIONS = _VERSIONS + _NOTIFY
+# The same, and the batch's AuditEvents into ``audit_event`` (no history, no notification: see
+# APPEND_ONLY), in the same round trip.
+_WRITE_VERSIONS_AND_EVENTS = (
+    _VERSIONS  # noqa: S608 (fixed SQL fragments only)
+    + ", appended AS ("
+    " INSERT INTO audit_event (type, id, version, op, updated, body)"
+    " SELECT type, id, 1, 'create', updated, body::jsonb"
+    " FROM unnest($9::text[], $10::text[], $11::text[], $12::text[]) AS a(type, id, updated, body)"
     " ON CONFLICT (type, id) DO UPDATE SET updated = excluded.updated, body = excluded.body"
+    ")" + _NOTIFY
 )
 
 
@@ -496,13 +500,20 @@ class PostgresStore(Store):
                     assert new is not None
                     written.append(new)
                 settled.append((write, (result, added), None))
-            if written:
+            if written or appended:
                 # Reported by ``mutate`` in this process: the notifications need not report them again
                 # (noted before COMMIT, which is when they may arrive).
                 self._note_own(row.version for row in written)
                 latest = {(row.type, row.id): index for index, row in enumerate(written)}
+                # The AuditEvents' columns, when there are any (then the statement that stores them).
+                events = [
+                    [row.type for row in appended],
+                    [row.id for row in appended],
+                    [row.updated for row in appended],
+                    [row.text for row in appended],
+                ]
                 await conn.execute(
-                    _WRITE_VERSIONS,
+                    _WRITE_VERSIONS_AND_EVENTS if appended else _WRITE_VERSIONS,
                     [row.type for row in written],
                     [row.id for row in written],
                     [row.version for row in written],
@@ -511,9 +522,8 @@ class PostgresStore(Store):
                     [orjson.dumps(row.body).decode() for row in written],
                     [latest[(row.type, row.id)] == index for index, row in enumerate(written)],
                     self._channel,
+                    *(events if appended else ()),
                 )
-            if appended:
-                await conn.execute(_APPEND, *(list(column) for column in zip(*appended, strict=True)))
         for write, value, failure in settled:
             if write.future.done():
                 continue
@@ -540,9 +550,7 @@ class PostgresStore(Store):
 
     async def purge_appended(self, before: str) -> int:
         async with self._connection() as conn:
-            status = await conn.execute(
-                "DELETE FROM audit_event WHERE type = $1 AND updated < $2", APPEND_ONLY, before
-            )
+            status = await conn.execute("DELETE FROM audit_event WHERE updated < $1", before)
         return int(status.split()[-1])
 
     async def remember_once(self, namespace: str, key: str, expires_at: float, *, now: float) -> bool:
@@ -635,12 +643,12 @@ class PostgresStore(Store):
 
 
 async def _connect_to_the_end(url: str, application_name: str) -> asyncpg.Connection:
-    """``asyncpg.connect``, left to finish when the caller is cancelled (and its connection then closed).
-
-    Cancelling asyncpg while it sets up the socket leaves behind a future holding "unexpected
-    connection_lost() call" that nobody reads: asyncio then reports "Future exception was never
-    retrieved" whenever it is collected. Stopping the change feed mid-connect did exactly that.
-    """
+    """``asyncpg.connect``, not cancelled with its caller: cancelling asyncpg while it sets up the
+    socket leaves behind a future holding "unexpected connection_lost() call" that nobody reads, and
+    asyncio reports "Future exception was never retrieved" whenever it is collected (stopping the
+    change feed mid-connect did exactly that). A cancelled caller waits for the connect a little
+    (``FEED_CANCEL_WAIT``, so that stopping is not held up by a database that does not answer); the
+    connect then finishes on its own and whatever it made is closed."""
     connecting = asyncio.ensure_future(
         asyncpg.connect(
             url, timeout=FEED_CONNECT_TIMEOUT, server_settings={"application_name": application_name}
@@ -649,7 +657,14 @@ async def _connect_to_the_end(url: str, application_name: str) -> asyncpg.Connec
     try:
         return await asyncio.shield(connecting)
     except asyncio.CancelledError:
-        await asyncio.wait([connecting])  # unlike awaiting it, this does not pass the cancel on
-        if not connecting.cancelled() and connecting.exception() is None:
-            connecting.result().terminate()
+        try:
+            await asyncio.wait([connecting], timeout=FEED_CANCEL_WAIT)  # passes no cancel on
+        finally:
+            connecting.add_done_callback(_close_unwanted)  # even when cancelled again meanwhile
         raise
+
+
+def _close_unwanted(connecting: asyncio.Future[asyncpg.Connection]) -> None:
+    """Close the connection an abandoned connect made, or read its error (so none is reported)."""
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().terminate()
