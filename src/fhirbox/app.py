@@ -7,6 +7,7 @@ types; the OAuth endpoints; the routes; the request pipeline; what runs at start
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -286,6 +287,7 @@ class App:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """The server's life in uvicorn (in-process tests call ``startup``/``shutdown`` themselves)."""
         while True:
             message: dict[str, Any] = dict(await receive())
             if message["type"] == "lifespan.startup":
@@ -297,8 +299,22 @@ class App:
                     return
                 if self.generated_root_secret:
                     log.warning("generated root client secret (shown once): %s", self.generated_root_secret)
+                settle_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def settle_startup_objects() -> None:
+    """Leave what the server built at start out of every later garbage collection.
+
+    A full collection walks every object the collector tracks; with the modules, the app and its
+    caches that took ~90 ms and came every few seconds under load, holding every request in flight
+    (token p99 50-90 ms against 14 ms). Frozen objects are still freed when nothing refers to them;
+    only a reference cycle among them that becomes garbage later is never collected (a bounded
+    one-time cost: what existed at start). Collected first, so no garbage is frozen.
+    """
+    gc.collect()
+    gc.freeze()
