@@ -541,13 +541,7 @@ class Store(ABC):
         """
         if type_ == APPEND_ONLY:
             raise ValueError(f"{APPEND_ONLY} resources are append-only: create them with Store.add")
-        result, added = await self._mutate(type_, id_, mutation, attach)
-        if result.after is not None and result.after is not result.before:
-            self._listeners.notify(type_, id_)
-        for resource in added:
-            if resource.type != APPEND_ONLY:  # nothing caches AuditEvents
-                self._listeners.notify(resource.type, resource.id)
-        return result
+        return await self._write_and_report(type_, id_, mutation, attach)
 
     async def add(self, resources: Sequence[NewResource | Appended]) -> None:
         """Create ``resources`` (new ids) in one transaction shared with other writes waiting at the
@@ -557,12 +551,22 @@ class Store(ABC):
         # Carried by a write that changes nothing, so they are batched and committed like any other;
         # keyed by the first new id, so that it waits for no other write (PostgreSQL locks each key).
         first = resources[0]
-        _result, added = await self._mutate(
+        await self._write_and_report(
             first.type, first.id, lambda _current: UNCHANGED, lambda _result: resources
         )
+
+    async def _write_and_report(
+        self, type_: str, id_: str, mutation: Mutation, attach: Attach | None
+    ) -> MutationResult:
+        """``_mutate``, then tell the listeners what it changed and created (AuditEvents aside:
+        nothing caches them)."""
+        result, added = await self._mutate(type_, id_, mutation, attach)
+        if result.after is not None and result.after is not result.before:
+            self._listeners.notify(type_, id_)
         for resource in added:
             if resource.type != APPEND_ONLY:
                 self._listeners.notify(resource.type, resource.id)
+        return result
 
     @abstractmethod
     async def purge_appended(self, before: str) -> int:
