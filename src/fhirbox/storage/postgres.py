@@ -506,12 +506,16 @@ class PostgresStore(Store):
                 self._note_own(row.version for row in written)
                 latest = {(row.type, row.id): index for index, row in enumerate(written)}
                 # The AuditEvents' columns, when there are any (then the statement that stores them).
-                events = [
-                    [row.type for row in appended],
-                    [row.id for row in appended],
-                    [row.updated for row in appended],
-                    [row.text for row in appended],
-                ]
+                events = (
+                    [
+                        [row.type for row in appended],
+                        [row.id for row in appended],
+                        [row.updated for row in appended],
+                        [row.text for row in appended],
+                    ]
+                    if appended
+                    else []
+                )
                 await conn.execute(
                     _WRITE_VERSIONS_AND_EVENTS if appended else _WRITE_VERSIONS,
                     [row.type for row in written],
@@ -522,7 +526,7 @@ class PostgresStore(Store):
                     [orjson.dumps(row.body).decode() for row in written],
                     [latest[(row.type, row.id)] == index for index, row in enumerate(written)],
                     self._channel,
-                    *(events if appended else ()),
+                    *events,
                 )
         for write, value, failure in settled:
             if write.future.done():
