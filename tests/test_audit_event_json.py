@@ -3,12 +3,15 @@ shape whatever the texts it carries (a presented client id, an address, a reason
 
 from __future__ import annotations
 
+from typing import cast
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhirbox.models.audit_event import Agent, Entity, audit_event_members
-from fhirbox.storage.base import appended_json
+from fhirbox.audit import Audit
+from fhirbox.models.audit_event import Agent, Entity, audit_event_json
+from fhirbox.storage.base import Store
 
 RECORDED = "2026-11-30T10:32:22.543245Z"
 TEXT = st.text(max_size=300)
@@ -31,7 +34,8 @@ def test_an_audit_event_is_json_of_its_shape_whatever_its_texts_hold(
     observer: str,
 ) -> None:
     agent, entity = Agent(client_id, address), Entity(reference, tuple(details))
-    members = audit_event_members(
+    text = audit_event_json(
+        "0123abcd-0000000001",
         code="client-auth-failed",
         action="E",
         outcome="4",
@@ -41,8 +45,7 @@ def test_an_audit_event_is_json_of_its_shape_whatever_its_texts_hold(
         entities=(entity,),
         reason=reason,
     )
-    row = appended_json("AuditEvent", "0123abcd-0000000001", RECORDED, members)
-    body = orjson.loads(row.text)
+    body = orjson.loads(text)
     expected_entity: dict[str, object] = {"what": {"reference": reference}}
     if details:
         expected_entity["detail"] = [{"type": name, "valueString": value[:200]} for name, value in details]
@@ -59,10 +62,13 @@ def test_an_audit_event_is_json_of_its_shape_whatever_its_texts_hold(
         "entity": [expected_entity],
         **({"outcomeDesc": reason[:200]} if reason else {}),
     }
-    assert (row.type, row.id, row.version, row.op, row.updated) == (
-        "AuditEvent",
-        row.id,
-        1,
-        "create",
-        RECORDED,
-    )
+
+
+def test_an_event_is_stored_under_its_id_and_recorded_instant() -> None:
+    audit = Audit(cast(Store, None), "all", 60, lambda: 1_796_000_000.25, "http://observer")
+    row = audit.event("token-issued", action="C", agent=Agent("c1", "10.0.0.1"))
+    assert row is not None
+    body = orjson.loads(row.text)
+    assert (row.type, row.version, row.op) == ("AuditEvent", 1, "create")
+    assert row.id == body["id"]
+    assert row.updated == body["recorded"] == body["meta"]["lastUpdated"] == "2026-11-30T00:53:20.250000Z"

@@ -26,10 +26,10 @@ from fhirbox.models.audit_event import (
     SUCCESS,
     Agent,
     Entity,
-    audit_event_members,
+    audit_event_json,
 )
 from fhirbox.models.session import SESSION, iso
-from fhirbox.storage.base import Appended, Attach, MutationResult, Store, appended_json
+from fhirbox.storage.base import Appended, Attach, MutationResult, Store
 
 log = logging.getLogger("fhirbox.audit")
 
@@ -70,7 +70,9 @@ class Audit:
         if not self.wants(code):
             return None
         recorded = iso(self.clock())
-        members = audit_event_members(
+        event_id = self.ids.next()
+        text = audit_event_json(
+            event_id,
             code=code,
             action=action,
             outcome=outcome,
@@ -80,7 +82,7 @@ class Audit:
             entities=entities,
             reason=reason,
         )
-        return appended_json(AUDIT_EVENT, self.ids.next(), recorded, members)
+        return Appended(AUDIT_EVENT, event_id, 1, "create", recorded, text)
 
     @staticmethod
     def attach(
@@ -88,14 +90,16 @@ class Audit:
     ) -> Attach | None:
         """What ``store.mutate(..., attach=)`` takes: ``always`` whatever the write decided, and
         ``if_changed`` only when it changed something; None when there is nothing to record."""
-        fixed = tuple(event for event in always if event is not None)
-        on_change = tuple(event for event in if_changed if event is not None)
-        if not fixed and not on_change:
-            return None
+        fixed = [event for event in always if event is not None]
+        on_change = [event for event in if_changed if event is not None]
+        if not on_change:
+            return (lambda _result: fixed) if fixed else None
+        if fixed:
+            on_change = fixed + on_change
 
         def events(result: MutationResult) -> Sequence[Appended]:
-            changed = result.after is not None and result.after is not result.before
-            return (*fixed, *on_change) if changed else fixed
+            after = result.after
+            return on_change if after is not None and after is not result.before else fixed
 
         return events
 

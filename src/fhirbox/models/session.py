@@ -8,7 +8,6 @@ closing a Session stops its tokens at once, JWTs included.
 
 from __future__ import annotations
 
-import functools
 import hmac
 import math
 from dataclasses import dataclass
@@ -39,12 +38,16 @@ def iso(moment: float) -> str:
         seconds, micros = seconds + 1, micros - 1_000_000
     elif micros < 0:
         seconds, micros = seconds - 1, micros + 1_000_000
-    return f"{_whole_second(seconds)}.{micros:06d}Z"
+    global _last_second
+    last = _last_second  # one read: another thread may replace it meanwhile, never half of it
+    if last[0] != seconds:
+        last = _last_second = (seconds, datetime.fromtimestamp(seconds, UTC).isoformat()[:-6] + ".")
+    return f"{last[1]}{_DIGITS[micros // 1000]}{_DIGITS[micros % 1000]}Z"
 
 
-@functools.lru_cache(maxsize=4)
-def _whole_second(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()[:-6]
+# The last whole second formatted, up to its decimal point; and 0-999 as three digits each.
+_last_second: tuple[int | None, str] = (None, "")
+_DIGITS = tuple(f"{n:03d}" for n in range(1000))
 
 
 def purge_time(exp: int, refresh_exp: int | None, has_refresh: bool, retention: int) -> int | None:

@@ -98,7 +98,8 @@ APPEND_ONLY = "AuditEvent"
 
 class Appended(NamedTuple):
     """An append-only resource as its ``audit_event`` row holds it: stamped and serialised where it
-    is made (``appended``), so that the writer, holding the transaction, only stores it."""
+    is made (``appended``, ``Audit.event``), so that the writer, holding the transaction, only stores
+    it."""
 
     type: str
     id: str
@@ -114,18 +115,6 @@ def appended(type_: str, id_: str, body: dict[str, Any]) -> Appended:
     recorded = body["recorded"]
     stamp(body, type_, id_, 1, recorded, recorded)
     return Appended(type_, id_, 1, "create", recorded, orjson.dumps(body).decode())
-
-
-def appended_json(type_: str, id_: str, recorded: str, members: str) -> Appended:
-    """As ``appended``, for a body already written as JSON ``members`` (all but ``resourceType``,
-    ``id`` and ``meta``, comma-separated ``"name":value`` pairs). ``type_``, ``id_`` and ``recorded``
-    are written as they are: a type name, an id and an instant the server made, which JSON never
-    escapes (letters, digits, ``-``, ``.``, ``:``)."""
-    text = (
-        f'{{"resourceType":"{type_}","id":"{id_}","meta":{{"versionId":"1","lastUpdated":"{recorded}",'
-        f'"createdAt":"{recorded}"}},{members}}}'
-    )
-    return Appended(type_, id_, 1, "create", recorded, text)
 
 
 def split_added(added: Sequence[NewResource | Appended]) -> tuple[list[NewResource], list[Appended]]:
