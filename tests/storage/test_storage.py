@@ -603,3 +603,55 @@ async def test_appending_audit_events_waits_for_no_other_write(
         assert await store.read("AuditEvent", "e1") is not None
     finally:
         await admin.close()
+
+
+async def test_concurrent_reads_each_get_the_current_version_and_a_body_of_their_own(store: Store) -> None:
+    """Reads that arrive together are answered together (PostgreSQL: one query for the reads waiting
+    while others run): each gets its own resource, or None, and a body it may change alone."""
+    await put_many(store, "Patient", {f"p{n}": {"n": n} for n in range(40)})
+    await store.mutate("Patient", "gone", put({"n": -1}))
+    await store.mutate("Patient", "gone", lambda current: DELETE)
+    wanted = [f"p{n % 45}" for n in range(200)] + ["gone", "nul\x00id"]
+    found = await asyncio.gather(*(store.read("Patient", id_) for id_ in wanted))
+    for id_, stored in zip(wanted, found, strict=True):
+        number = int(id_[1:]) if id_[1:].isdigit() else None
+        if number is not None and number < 40:
+            assert stored is not None and stored.id == id_ and stored.body["n"] == number
+        elif id_ == "gone":
+            assert stored is not None and stored.deleted
+        else:
+            assert stored is None
+    first, second = [stored for id_, stored in zip(wanted, found, strict=True) if id_ == "p1"][:2]
+    assert first is not None and second is not None
+    first.body["n"] = "changed"
+    assert second.body["n"] == 1
+
+
+async def test_a_read_after_an_acknowledged_write_sees_it_even_among_concurrent_reads(store: Store) -> None:
+    await store.mutate("Patient", "w", put({"v": 0}))
+
+    async def write_then_read(value: int) -> None:
+        await store.mutate("Patient", "w", put({"v": value}))
+        stored = await store.read("Patient", "w")
+        assert stored is not None and stored.version >= 2
+
+    readers = [store.read("Patient", "w") for _ in range(50)]
+    await asyncio.gather(write_then_read(1), *readers)
+    latest = await store.read("Patient", "w")
+    assert latest is not None and latest.body["v"] == 1
+
+
+async def test_a_reader_that_gives_up_does_not_disturb_the_others_read_with_it(store: Store) -> None:
+    await put_many(store, "Patient", {f"c{n}": {"n": n} for n in range(10)})
+    tasks = [asyncio.create_task(store.read("Patient", f"c{n % 10}")) for n in range(60)]
+    await asyncio.sleep(0)
+    for task in tasks[::2]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for n, result in enumerate(results):
+        if n % 2 == 0:
+            assert isinstance(result, asyncio.CancelledError) or isinstance(result, Stored)
+        else:
+            assert isinstance(result, Stored) and result.body["n"] == n % 10
+    again = await store.read("Patient", "c3")
+    assert again is not None and again.body["n"] == 3

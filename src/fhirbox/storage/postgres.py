@@ -54,6 +54,8 @@ log = logging.getLogger("fhirbox.storage.postgres")
 
 POOL_MIN = 2
 POOL_MAX = 10
+# Queries of batched reads running at once (``PostgresStore.read``).
+READ_QUERIES = 2
 PING_TIMEOUT = 2.0
 FEED_CONNECT_TIMEOUT = 10.0
 FEED_CANCEL_WAIT = 2.0
@@ -82,6 +84,11 @@ _LOCK_AND_NUMBER = (
     " (SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtext(t), hashtext(i))"
     "  FROM unnest($1::text[], $2::text[]) AS k(t, i) ORDER BY hashtext(t), hashtext(i)) AS l"
     "  OFFSET 0) AS locked"
+)
+# The current version of several resources at once (``read``'s batches).
+_READ_MANY = (
+    "SELECT r.type, r.id, r.version, r.op, r.body FROM resource r"
+    " JOIN unnest($1::text[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id"
 )
 _MORE_VERSIONS = "SELECT array_agg(nextval('resource_version_seq')) FROM generate_series(1, $1)"
 _READ_CURRENT = (
@@ -237,6 +244,9 @@ class PostgresStore(Store):
         self._channel = ""
         self._writer: asyncio.Queue[_Write | None] | None = None
         self._writer_tasks: list[asyncio.Task[None]] = []
+        # Reads of current versions waiting for a query, by key; the queries running now.
+        self._reads: dict[tuple[str, str], list[asyncio.Future[Stored | None]]] = {}
+        self._read_queries: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
@@ -272,6 +282,8 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         await self.stop_change_feed()
+        while self._read_queries:  # the reads asked before closing are answered
+            await asyncio.gather(*list(self._read_queries), return_exceptions=True)
         writer, self._writer = self._writer, None
         if writer is not None:
             for _ in self._writer_tasks:
@@ -337,8 +349,58 @@ class PostgresStore(Store):
 
     # -- reads -----------------------------------------------------------------------------------
     async def read(self, type_: str, id_: str) -> Stored | None:
+        """The current version, read with the other reads waiting at the same time: while
+        ``READ_QUERIES`` queries run, the reads that arrive meanwhile wait and form the next one (one
+        round trip and one query for many GETs, as the writer commits many writes at once). Each read
+        is answered by a query that began after it was asked, so it sees every write acknowledged
+        before it."""
         if _has_nul(type_, id_):
             return None
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        if current_table(type_) != "resource":
+            return await self._read_alone(type_, id_)
+        future: asyncio.Future[Stored | None] = asyncio.get_running_loop().create_future()
+        self._reads.setdefault((type_, id_), []).append(future)
+        self._start_read_queries()
+        return await future
+
+    def _start_read_queries(self) -> None:
+        while self._reads and len(self._read_queries) < READ_QUERIES:
+            batch, self._reads = self._reads, {}
+            task = asyncio.get_running_loop().create_task(self._read_batch(batch))
+            self._read_queries.add(task)
+            task.add_done_callback(self._read_query_done)
+
+    def _read_query_done(self, task: asyncio.Task[None]) -> None:
+        self._read_queries.discard(task)
+        if self._pool is not None:
+            self._start_read_queries()
+
+    async def _read_batch(self, batch: dict[tuple[str, str], list[asyncio.Future[Stored | None]]]) -> None:
+        """One query for every read of ``batch``; each read gets a body of its own (callers may change
+        what they read)."""
+        try:
+            async with self._connection() as conn:
+                rows = await conn.fetch(_READ_MANY, [key[0] for key in batch], [key[1] for key in batch])
+            found = {(row["type"], row["id"]): row for row in rows}
+            for (type_, id_), futures in batch.items():
+                row = found.get((type_, id_))
+                for future in futures:
+                    if not future.done():
+                        future.set_result(None if row is None else _row_to_stored(type_, id_, row))
+        except Exception as error:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
+        finally:  # cancelled (the store closing under it): its reads are cancelled too
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.cancel()
+
+    async def _read_alone(self, type_: str, id_: str) -> Stored | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 f"SELECT version, op, body FROM {current_table(type_)} WHERE type = $1 AND id = $2",  # noqa: S608
