@@ -3,6 +3,7 @@ shape whatever the texts it carries (a presented client id, an address, a reason
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import cast
 
 import orjson
@@ -72,3 +73,25 @@ def test_an_event_is_stored_under_its_id_and_recorded_instant() -> None:
     assert (row.type, row.version, row.op) == ("AuditEvent", 1, "create")
     assert row.id == body["id"]
     assert row.updated == body["recorded"] == body["meta"]["lastUpdated"] == "2026-11-30T00:53:20.250000Z"
+
+
+def test_what_the_event_cache_keeps_of_a_presented_id_is_bounded() -> None:
+    """A failed authentication records the id the caller presented, which can be as long as a body:
+    the event keeps 200 characters of it, and so does the template cache (no megabytes held)."""
+    tracemalloc.start()
+    try:
+        for n in range(40):
+            audit_event_json(
+                f"e{n}",
+                code="client-auth-failed",
+                action="E",
+                outcome="4",
+                recorded=RECORDED,
+                agent=Agent(f"{n}-" + "x" * 100_000, "10.0.0.1" + "9" * 100_000),
+                observer="http://observer",
+                reason="r" * 100_000,
+            )
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000  # 40 ids, addresses and reasons of 100,000 characters: 12 MB unbounded

@@ -655,3 +655,30 @@ async def test_a_reader_that_gives_up_does_not_disturb_the_others_read_with_it(s
             assert isinstance(result, Stored) and result.body["n"] == n % 10
     again = await store.read("Patient", "c3")
     assert again is not None and again.body["n"] == 3
+
+
+async def test_an_unstorable_id_read_with_others_is_not_found_and_fails_none_of_them(store: Store) -> None:
+    await put_many(store, "Patient", {"good": {"n": 1}})
+    wanted = ["good", "lone\ud800surrogate", "nul\x00", "good", "missing"]
+    found = await asyncio.gather(*(store.read("Patient", id_) for id_ in wanted))
+    assert [stored.body["n"] if stored else None for stored in found] == [1, None, None, 1, None]
+
+
+async def test_reads_asked_while_the_store_closes_are_refused_not_left_waiting(database_url: str) -> None:
+    opened = open_store(database_url)
+    await opened.open()
+    await opened.mutate("Patient", "p", put({"n": 1}))
+    before = [asyncio.create_task(opened.read("Patient", "p")) for _ in range(20)]
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(opened.close())
+    # Just after PostgreSQL's writers stopped (reads asked then once had nobody to start them).
+    while getattr(opened, "_writer", None) is not None and not closing.done():
+        await asyncio.sleep(0)
+    late = [asyncio.create_task(opened.read("Patient", "p")) for _ in range(5)]
+    await asyncio.wait_for(closing, 30)
+    _, pending = await asyncio.wait([*before, *late], timeout=10)
+    assert not pending  # nothing waits forever
+    for task in before:
+        assert task.result() is not None
+    for task in late:  # answered, or refused as the store is closed
+        assert isinstance(task.exception(), RuntimeError) or task.result() is not None

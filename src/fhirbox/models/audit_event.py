@@ -121,6 +121,14 @@ def audit_event_json(
     one kind by one agent share is written once, into a template (``_template``), and each event
     fills in its id, its instant and its entities' references. ``event_id`` and ``recorded`` are the
     server's own id and instant, which JSON never escapes (letters, digits, ``-``, ``.``, ``:``)."""
+    if len(agent.client_id or "") > _MAX_TEXT or len(agent.address or "") > _MAX_TEXT:
+        # What the event keeps of them, so that the template cache holds no more (a presented id can
+        # be as long as a request body).
+        agent = Agent(
+            agent.client_id and agent.client_id[:_MAX_TEXT], agent.address and agent.address[:_MAX_TEXT]
+        )
+    if reason and len(reason) > _MAX_TEXT:
+        reason = reason[:_MAX_TEXT]
     if len(entities) == 1:  # the usual case, without the loops
         entity = entities[0]
         p = _template(code, action, outcome, agent, observer, reason, (entity.details,))

@@ -48,14 +48,16 @@ from fhirbox.storage.base import (
     next_version,
     now_iso,
     split_added,
+    storable_text,
 )
 
 log = logging.getLogger("fhirbox.storage.postgres")
 
 POOL_MIN = 2
 POOL_MAX = 10
-# Queries of batched reads running at once (``PostgresStore.read``).
+# Queries of batched reads running at once, and keys read by one (``PostgresStore.read``).
 READ_QUERIES = 2
+READ_BATCH = 100
 PING_TIMEOUT = 2.0
 FEED_CONNECT_TIMEOUT = 10.0
 FEED_CANCEL_WAIT = 2.0
@@ -247,6 +249,7 @@ class PostgresStore(Store):
         # Reads of current versions waiting for a query, by key; the queries running now.
         self._reads: dict[tuple[str, str], list[asyncio.Future[Stored | None]]] = {}
         self._read_queries: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
@@ -276,14 +279,22 @@ class PostgresStore(Store):
         # NOTIFY is database-wide; stores in other schemas of the same database must not hear us.
         self._channel = f"fhirbox:{schema}".encode()[:63].decode(errors="ignore")
         self._pool = pool
+        self._closing = False
         self._writer = asyncio.Queue()
         loop = asyncio.get_running_loop()
         self._writer_tasks = [loop.create_task(self._write_loop(self._writer)) for _ in range(WRITERS)]
 
     async def close(self) -> None:
+        self._closing = True  # reads asked from now on are refused; those asked before are answered
         await self.stop_change_feed()
-        while self._read_queries:  # the reads asked before closing are answered
-            await asyncio.gather(*list(self._read_queries), return_exceptions=True)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while self._read_queries:  # a query that ends may start the next batch of reads waiting
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for task in self._read_queries:
+                    task.cancel()
+                break
+            await asyncio.wait(list(self._read_queries), timeout=left)
         writer, self._writer = self._writer, None
         if writer is not None:
             for _ in self._writer_tasks:
@@ -354,9 +365,9 @@ class PostgresStore(Store):
         round trip and one query for many GETs, as the writer commits many writes at once). Each read
         is answered by a query that began after it was asked, so it sees every write acknowledged
         before it."""
-        if _has_nul(type_, id_):
-            return None
-        if self._pool is None:
+        if not (storable_text(type_) and storable_text(id_)):
+            return None  # nothing stored has such an id (and it must not fail the reads batched with it)
+        if self._pool is None or self._closing:
             raise RuntimeError("store is not open")
         if current_table(type_) != "resource":
             return await self._read_alone(type_, id_)
@@ -367,22 +378,31 @@ class PostgresStore(Store):
 
     def _start_read_queries(self) -> None:
         while self._reads and len(self._read_queries) < READ_QUERIES:
-            batch, self._reads = self._reads, {}
+            if len(self._reads) <= READ_BATCH:
+                batch, self._reads = self._reads, {}
+            else:
+                keys = list(self._reads)[:READ_BATCH]
+                batch = {key: self._reads.pop(key) for key in keys}
             task = asyncio.get_running_loop().create_task(self._read_batch(batch))
             self._read_queries.add(task)
             task.add_done_callback(self._read_query_done)
 
     def _read_query_done(self, task: asyncio.Task[None]) -> None:
         self._read_queries.discard(task)
-        if self._pool is not None:
-            self._start_read_queries()
+        self._start_read_queries()
 
     async def _read_batch(self, batch: dict[tuple[str, str], list[asyncio.Future[Stored | None]]]) -> None:
         """One query for every read of ``batch``; each read gets a body of its own (callers may change
-        what they read)."""
+        what they read). If the query fails, each key is read alone, so a failure is only its own."""
         try:
-            async with self._connection() as conn:
-                rows = await conn.fetch(_READ_MANY, [key[0] for key in batch], [key[1] for key in batch])
+            try:
+                async with self._connection() as conn:
+                    rows = await conn.fetch(_READ_MANY, [key[0] for key in batch], [key[1] for key in batch])
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                await asyncio.gather(*(self._read_batch({key: futures}) for key, futures in batch.items()))
+                return
             found = {(row["type"], row["id"]): row for row in rows}
             for (type_, id_), futures in batch.items():
                 row = found.get((type_, id_))

@@ -307,10 +307,13 @@ class SQLiteStore(Store):
 
     # -- reads -----------------------------------------------------------------------------------
     async def read(self, type_: str, id_: str) -> Stored | None:
-        row = self._conn.execute(
-            f"SELECT version, op, body FROM {current_table(type_)} WHERE type = ? AND id = ?",  # noqa: S608
-            (type_, id_),
-        ).fetchone()
+        try:
+            row = self._conn.execute(
+                f"SELECT version, op, body FROM {current_table(type_)} WHERE type = ? AND id = ?",  # noqa: S608
+                (type_, id_),
+            ).fetchone()
+        except UnicodeEncodeError:  # a lone surrogate: no stored id has one
+            return None
         return _row_to_stored(type_, id_, row) if row else None
 
     async def read_version(self, type_: str, id_: str, version: int) -> Stored | None:
