@@ -72,6 +72,24 @@ def costs(rows: Sequence[Row], features: dict[str, str]) -> list[str]:
     return lines
 
 
+def baseline_ratios(rows: Sequence[Row], revision: str) -> list[str]:
+    """For each scenario run by both this code and ``--baseline``: the ratio of their req/s, and of
+    their CPU per request (below 1: this code is cheaper)."""
+    baseline = {
+        (row.scenario, row.backend): row for row in rows if row.system == "baseline" and not row.failed
+    }
+    lines = []
+    for row in rows:
+        before = baseline.get((row.scenario, row.backend))
+        if row.system != "fhirbox" or row.setting or row.failed or before is None or not before.req_per_s:
+            continue
+        line = f"  {row.scenario} ({row.backend}): {row.req_per_s / before.req_per_s:.2f}x req/s"
+        if row.cpu_us_per_req and before.cpu_us_per_req:
+            line += f", {row.cpu_us_per_req / before.cpu_us_per_req:.2f}x CPU per request"
+        lines.append(line)
+    return [f"\nthis code vs {revision} (same run):", *lines] if lines else []
+
+
 def table(rows: Sequence[Row]) -> str:
     """A fixed-width table, one row per scenario; failed rows show FAILED instead of their rate."""
     header = (

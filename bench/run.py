@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -18,7 +19,7 @@ import httpx
 from bench import processes, profile, servers
 from bench.console_seed import seed_console
 from bench.load import Load, Measure, run_wrk
-from bench.report import Row, add_ratios, costs, table, write_chart, write_jsonl
+from bench.report import Row, add_ratios, baseline_ratios, costs, table, write_chart, write_jsonl
 from bench.scenarios import (
     COMPARISONS,
     FHIRBOX_SCENARIOS,
@@ -72,6 +73,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="after each fhirbox scenario, one extra unmeasured run sampled by py-spy",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the chosen scenarios on commit REV of this repository (a temporary git worktree, "
+        "this Python) and print this code's ratio to it",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the .jsonl and .png go")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -105,6 +112,7 @@ class Bench:
         self.cpus = cpus
         self.workdir = workdir
         self.rows: list[Row] = []
+        self.baseline: Path | None = None  # the src directory of --baseline's checkout
 
     def wanted(self, scenarios: Sequence[Scenario]) -> list[Scenario]:
         chosen = self.args.scenarios
@@ -217,6 +225,11 @@ class Bench:
         scenarios = self.wanted(FHIRBOX_SCENARIOS)
         for variant in dict.fromkeys(s.variant for s in scenarios):
             self.run_fhirbox_server(backend, variant, scenarios)
+        if self.baseline is not None:
+            # The same requests to the other commit, with its own defaults (no feature turned off).
+            same = [s for s in scenarios if s.variant != "console" and "audit=off" not in s.variant]
+            for variant in dict.fromkeys(s.variant for s in same):
+                self.run_fhirbox_server(backend, variant, same, system="baseline")
         if self.args.no_compare:
             return
         for comparison in COMPARISONS:
@@ -230,8 +243,10 @@ class Bench:
         variant: str,
         scenarios: Sequence[Scenario],
         comparison: Comparison | None = None,
+        system: str = "fhirbox",
     ) -> None:
-        """One server signing with ``variant`` (with ``comparison``'s settings), its scenarios measured."""
+        """One server signing with ``variant`` (with ``comparison``'s settings), its scenarios measured;
+        ``system`` "baseline": the ``--baseline`` commit's server."""
         setting = comparison.setting if comparison is not None else None
         with servers.fresh_database(backend, self.workdir) as url:
             alg = variant
@@ -241,7 +256,7 @@ class Bench:
                 log(f"seeding {clients:,} Clients and {events:,} AuditEvents for the console")
                 seed_console(url, clients=clients, events=events)
             log(
-                f"starting fhirbox ({backend}, signing {alg}, {self.args.workers} worker(s)"
+                f"starting {system} ({backend}, signing {alg}, {self.args.workers} worker(s)"
                 f"{', ' + setting if setting else ''}) "
                 f"on CPU {self.cpus.server}"
             )
@@ -252,6 +267,7 @@ class Bench:
                 self.workdir,
                 self.args.workers,
                 comparison.env if comparison else None,
+                self.baseline if system == "baseline" else None,
             )
             try:
                 try:
@@ -265,7 +281,7 @@ class Bench:
                 for scenario in (s for s in scenarios if s.variant == variant):
                     scenario_notes = [*notes.get("", []), *notes.get(scenario.name, [])]
                     load = loads.get(scenario.name)
-                    self.measure("fhirbox", backend, scenario.name, server, load, scenario_notes, setting)
+                    self.measure(system, backend, scenario.name, server, load, scenario_notes, setting)
             finally:
                 processes.stop(server.proc)
 
@@ -302,8 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile.py_spy()
     started = datetime.datetime.now(datetime.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    with processes.signals_unwind(), tempfile.TemporaryDirectory(prefix="fhirbox-bench-") as tmp:
+    with (
+        processes.signals_unwind(),
+        tempfile.TemporaryDirectory(prefix="fhirbox-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         bench = Bench(args, wrk, cpus, Path(tmp), args.results_dir / stamp)
+        if args.baseline:
+            bench.baseline = stack.enter_context(servers.checkout(args.baseline, Path(tmp)))
         try:
             for backend in chosen_backends:
                 bench.run_fhirbox(backend)
@@ -324,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": args.runs,
         "workers": args.workers,
         "cpus": {"server": cpus.server, "load": cpus.load, "wrk_threads": cpus.load_threads},
+        "baseline": args.baseline,
     }
     jsonl = args.results_dir / f"{stamp}.jsonl"
     chart = args.results_dir / f"{stamp}.png"
@@ -332,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.duration:g} s x {args.runs}")  # fmt: skip
     print(table(rows))
     for line in costs(rows, {c.setting: c.feature for c in COMPARISONS}):
+        print(line)
+    for line in baseline_ratios(rows, args.baseline or ""):
         print(line)
     print(f"\nresults: {jsonl}\nchart:   {chart}")
     summary = statistics.median([r.req_per_s for r in rows]) if rows else 0.0

@@ -70,10 +70,12 @@ def start_fhirbox(
     workdir: Path,
     workers: int = 1,
     settings: dict[str, str] | None = None,
+    source: Path | None = None,
 ) -> Server:
     """``fhirbox serve`` with ``workers`` processes on a free loopback port, signing with the algorithm
     ``variant`` starts with; `` audit=off`` after it sets ``FHIRBOX_AUDIT=off``; ``settings``
-    (``FHIRBOX_*`` variables) are added to its environment."""
+    (``FHIRBOX_*`` variables) are added to its environment. ``source``: the ``src`` directory of
+    another checkout to run instead of this one (``--baseline``), with this Python and its packages."""
     alg, *options = variant.split()
     port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -87,6 +89,8 @@ def start_fhirbox(
         "FHIRBOX_AUDIT": "off" if "audit=off" in options else "all",
         **(settings or {}),
     }
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     command = [
         sys.executable, "-m", "fhirbox.cli", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--database", database_url,
@@ -94,6 +98,26 @@ def start_fhirbox(
     ]  # fmt: skip
     proc = processes.start(command, cpus, log, env=env, cwd=workdir)
     return _healthy(proc, url, "/health", log)
+
+
+@contextmanager
+def checkout(revision: str, workdir: Path) -> Iterator[Path]:
+    """The ``src`` directory of ``revision`` of this repository, checked out in a temporary worktree."""
+    repo = Path(__file__).resolve().parent.parent
+    tree = workdir / "baseline"
+    added = subprocess.run(
+        ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), revision],
+        capture_output=True,
+        text=True,
+    )
+    if added.returncode != 0:
+        raise SystemExit(f"bench: --baseline {revision}: {added.stderr.strip() or 'git worktree add failed'}")
+    try:
+        yield tree / "src"
+    finally:
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True
+        )
 
 
 def start_peer(script: Path, cpus: str, workdir: Path, api_alg: str) -> Server:

@@ -55,3 +55,31 @@ def test_bench_smoke_writes_one_result_row_and_a_chart_per_scenario(tmp_path: Pa
     for row in rows.values():
         # A scenario with errors is reported as failed, never as fast.
         assert row["status"] == ("FAILED" if row["errors"] else "ok")
+
+
+def test_bench_baseline_runs_the_same_requests_on_another_commit_and_prints_the_ratio(tmp_path: Path) -> None:
+    """``--baseline REV`` measures REV's server (a temporary worktree) beside this code's, same run."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the benchmark pins the server and wrk to separate CPUs and refuses with fewer than 2")
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "bench", "--smoke", "--backend", "sqlite", "--no-compare"]
+    done = subprocess.run(
+        [*command, "--scenarios", "token-opaque", "--baseline", "HEAD", "--results-dir", str(results)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [jsonl] = results.glob("*.jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert sorted(row["system"] for row in rows) == ["baseline", "fhirbox"]
+    assert all(row["status"] == "ok" and row["baseline"] == "HEAD" for row in rows)
+    assert "this code vs HEAD (same run):" in done.stdout
+    assert "token-opaque (sqlite): " in done.stdout
+    worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
+    assert "fhirbox-bench-" not in worktrees.stdout  # the temporary checkout is gone
+    bad = subprocess.run([*command, "--baseline", "no-such-rev"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--baseline no-such-rev" in bad.stderr
