@@ -54,7 +54,9 @@ def add_ratios(rows: Sequence[Row], matches: dict[str, str]) -> None:
 def costs(rows: Sequence[Row], features: dict[str, str]) -> list[str]:
     """One line per comparison row: the throughput of the server as shipped against the same scenario
     with a feature off (``features``: setting to feature name), and the cost in percent."""
-    shipped = {(row.scenario, row.backend): row for row in rows if row.setting is None}
+    shipped = {
+        (row.scenario, row.backend): row for row in rows if row.setting is None and row.system == "fhirbox"
+    }
     lines = []
     for row in rows:
         if row.setting is None:

@@ -64,9 +64,9 @@ def test_bench_baseline_runs_the_same_requests_on_another_commit_and_prints_the_
     if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("not a git checkout")
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "bench", "--smoke", "--backend", "sqlite", "--no-compare"]
+    command = [sys.executable, "-m", "bench", "--smoke", "--backend", "sqlite"]
     done = subprocess.run(
-        [*command, "--scenarios", "token-opaque", "--baseline", "HEAD", "--results-dir", str(results)],
+        [*command, "--scenarios", "get-bearer-opaque", "--baseline", "HEAD", "--results-dir", str(results)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -75,10 +75,18 @@ def test_bench_baseline_runs_the_same_requests_on_another_commit_and_prints_the_
     assert done.returncode == 0, done.stderr[-3000:]
     [jsonl] = results.glob("*.jsonl")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert sorted(row["system"] for row in rows) == ["baseline", "fhirbox"]
+    # This code, HEAD, and this code with the access log off (a feature-cost row, not run on HEAD).
+    assert sorted((row["system"], row["setting"] or "") for row in rows) == [
+        ("baseline", ""),
+        ("fhirbox", ""),
+        ("fhirbox", "FHIRBOX_ACCESS_LOG=false"),
+    ]
     assert all(row["status"] == "ok" and row["baseline"] == "HEAD" for row in rows)
     assert "this code vs HEAD (same run):" in done.stdout
-    assert "token-opaque (sqlite): " in done.stdout
+    assert "get-bearer-opaque (sqlite): " in done.stdout
+    # The feature's cost compares this code with and without it, never the baseline's row.
+    ours = next(r for r in rows if r["system"] == "fhirbox" and r["setting"] is None)
+    assert f"{ours['req_per_s']:,.0f} req/s on" in done.stdout
     worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
     assert "fhirbox-bench-" not in worktrees.stdout  # the temporary checkout is gone
     bad = subprocess.run([*command, "--baseline", "no-such-rev"], cwd=REPO, capture_output=True, text=True)
