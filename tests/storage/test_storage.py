@@ -682,3 +682,59 @@ async def test_reads_asked_while_the_store_closes_are_refused_not_left_waiting(d
         assert task.result() is not None
     for task in late:  # answered, or refused as the store is closed
         assert isinstance(task.exception(), RuntimeError) or task.result() is not None
+
+
+async def test_audit_events_are_found_by_what_they_concern_and_by_their_other_members(
+    store: Store, backend: str, database_url: str
+) -> None:
+    """Searches by agent, type and entity go through PostgreSQL's AuditEvent index (over those members
+    only); searches by the members it leaves out (action, outcome, source) still find their events."""
+
+    def event(n: int) -> dict[str, Any]:
+        return {
+            "resourceType": "AuditEvent",
+            "type": {"code": "token-issued" if n % 2 else "client-created"},
+            "action": "C" if n % 2 else "U",
+            "outcome": "0",
+            "recorded": f"2026-03-04T05:06:{n:02d}.000000Z",
+            "agent": [{"who": {"reference": f"Client/c{n % 3}"}, "network": {"address": "10.0.0.1"}}],
+            "source": {"observer": {"display": "http://a"}},
+            "entity": [{"what": {"reference": f"Session/s{n}"}}],
+        }
+
+    await store.add([NewResource("AuditEvent", f"e{n:02d}", event(n)) for n in range(30)])
+
+    async def found(*filters: Filter) -> list[str]:
+        return sorted(ids((await store.search("AuditEvent", SearchQuery(filters=filters))).resources))
+
+    assert await found(Filter(("agent", "who", "reference"), "Client/c1")) == [
+        f"e{n:02d}" for n in range(30) if n % 3 == 1
+    ]
+    assert await found(
+        Filter(("type", "code"), "client-created"), Filter(("entity", "what", "reference"), "Session/s4")
+    ) == ["e04"]
+    assert await found(Filter(("action",), "U"), Filter(("agent", "who", "reference"), "Client/c0")) == [
+        f"e{n:02d}" for n in range(30) if n % 2 == 0 and n % 3 == 0
+    ]
+    assert await found(Filter(("source", "observer", "display"), "http://a")) == [
+        f"e{n:02d}" for n in range(30)
+    ]
+    if backend != "postgres":
+        return
+    import asyncpg
+
+    from fhirbox.storage.postgres import _SearchSql
+
+    # With enough events for the planner to prefer it, an agent search reads the index.
+    others = [dict(event(n), agent=[{"who": {"reference": f"Client/x{n}"}}]) for n in range(3000)]
+    await store.add([NewResource("AuditEvent", f"m{n:04d}", body) for n, body in enumerate(others)])
+    query = SearchQuery(filters=[Filter(("agent", "who", "reference"), "Client/c1")])
+    sql = _SearchSql().statements("AuditEvent", query)
+    assert sql is not None
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("ANALYZE audit_event")
+        plan = "\n".join(row[0] for row in await conn.fetch("EXPLAIN " + sql.select, *sql.select_params))
+    finally:
+        await conn.close()
+    assert "audit_event_search" in plan, plan

@@ -25,6 +25,7 @@ import orjson
 from fhirbox.settings import redacted_url
 from fhirbox.storage import migrations
 from fhirbox.storage.base import (
+    APPEND_ONLY,
     JSON_NUMBER,
     Appended,
     Attach,
@@ -215,8 +216,12 @@ class _SearchSql(SearchSql):
         return f"id = ANY({self.bind(list(ids))}::text[])"
 
     def filter(self, flt: Filter) -> str:
-        # `@?` with a path bound as a parameter can use the GIN (jsonb_path_ops) index.
-        return f"body @? {self.bind(_filter_path(flt))}::jsonpath"
+        # `@?` with a path bound as a parameter can use the GIN (jsonb_path_ops) index: over the whole
+        # body for resources, over the searched members for AuditEvents (the index's own expression).
+        document = "body"
+        if self.type_ == APPEND_ONLY and flt.path[0] not in migrations.AUDIT_UNINDEXED:
+            document = migrations.AUDIT_SEARCH_POSTGRES
+        return f"{document} @? {self.bind(_filter_path(flt))}::jsonpath"
 
     def comparison(self, comparison: Comparison) -> str | None:
         if _has_nul(comparison.value):
