@@ -738,3 +738,29 @@ async def test_audit_events_are_found_by_what_they_concern_and_by_their_other_me
     finally:
         await conn.close()
     assert "audit_event_search" in plan, plan
+
+
+async def test_writes_in_a_stream_are_all_committed_even_when_the_store_stops_among_them(
+    database_url: str,
+) -> None:
+    """A small batch in a steady stream waits a moment for more (SQLite's writer): a store stopped
+    meanwhile still commits and answers every write it took."""
+    opened = open_store(database_url)
+    await opened.open()
+    writes = []
+    for n in range(40):
+        writes.append(asyncio.create_task(opened.mutate("Patient", f"s{n}", put({"n": n}))))
+        await asyncio.sleep(0.0002 if n % 3 else 0)
+    await asyncio.sleep(0)
+    await opened.close()
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    done = [n for n, result in enumerate(results) if not isinstance(result, BaseException)]
+    assert done == list(range(40))
+    reopened = open_store(database_url)
+    await reopened.open()
+    try:
+        for n in done:
+            stored = await reopened.read("Patient", f"s{n}")
+            assert stored is not None and stored.body["n"] == n
+    finally:
+        await reopened.close()
