@@ -160,7 +160,7 @@ def _template(
         f'"agent":[{text(agent.body())}],"source":{text({"observer": {"display": observer}})}',
     ]
     if reason:
-        members.append('"outcomeDesc":' + text(reason[:_MAX_TEXT]))
+        members.append('"outcomeDesc":' + text(reason))  # cut to _MAX_TEXT by audit_event_json
     if details:
         items = []
         for named in details:

@@ -94,11 +94,8 @@ _READ_MANY = (
     " JOIN unnest($1::text[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id"
 )
 _MORE_VERSIONS = "SELECT array_agg(nextval('resource_version_seq')) FROM generate_series(1, $1)"
-_READ_CURRENT = (
-    "SELECT r.type, r.id, r.version, r.op, r.body FROM resource r"
-    " JOIN unnest($1::text[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id"
-    " FOR UPDATE OF r"
-)
+# The same, locked for the writer's transaction.
+_READ_CURRENT = _READ_MANY + " FOR UPDATE OF r"
 # Every new version of a batch into history, the latest of each resource into ``resource``, and a
 # notification per version, delivered to every listening process at commit.
 _VERSIONS = (
@@ -411,19 +408,16 @@ class PostgresStore(Store):
             found = {(row["type"], row["id"]): row for row in rows}
             for (type_, id_), futures in batch.items():
                 row = found.get((type_, id_))
-                for future in futures:
-                    if not future.done():
-                        future.set_result(None if row is None else _row_to_stored(type_, id_, row))
+                for future in _unanswered(futures):
+                    future.set_result(None if row is None else _row_to_stored(type_, id_, row))
         except Exception as error:
             for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(error)
+                for future in _unanswered(futures):
+                    future.set_exception(error)
         finally:  # cancelled (the store closing under it): its reads are cancelled too
             for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.cancel()
+                for future in _unanswered(futures):
+                    future.cancel()
 
     async def _read_alone(self, type_: str, id_: str) -> Stored | None:
         async with self._connection() as conn:
@@ -753,6 +747,11 @@ async def _connect_to_the_end(url: str, application_name: str) -> asyncpg.Connec
         finally:
             connecting.add_done_callback(_close_unwanted)  # even when cancelled again meanwhile
         raise
+
+
+def _unanswered(futures: list[asyncio.Future[Stored | None]]) -> list[asyncio.Future[Stored | None]]:
+    """The reads of ``futures`` still waiting (a reader may have given up)."""
+    return [future for future in futures if not future.done()]
 
 
 def _close_unwanted(connecting: asyncio.Future[asyncpg.Connection]) -> None:
