@@ -106,7 +106,7 @@ def checkout(revision: str, workdir: Path) -> Iterator[Path]:
     repo = Path(__file__).resolve().parent.parent
     tree = workdir / "baseline"
     added = subprocess.run(
-        ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), revision],
+        ["git", "-C", str(repo), "worktree", "add", "--detach", "--", str(tree), revision],
         capture_output=True,
         text=True,
     )
