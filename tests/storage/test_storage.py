@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -764,3 +766,22 @@ async def test_writes_in_a_stream_are_all_committed_even_when_the_store_stops_am
             assert stored is not None and stored.body["n"] == n
     finally:
         await reopened.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+async def test_sqlites_writer_never_preempts_the_event_loop(database_url: str, backend: str) -> None:
+    """SQLite's writer thread runs under SCHED_BATCH (its wake-ups wait for the event loop's thread
+    instead of taking the CPU, and the GIL, from it mid-request), and the event loop's thread keeps
+    the normal policy."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL's store has no writer thread")
+    opened = open_store(database_url)
+    await opened.open()
+    try:
+        await opened.mutate("Patient", "p", put({"n": 1}))
+        writers = [t for t in threading.enumerate() if t.name == "fhirbox-writer" and t.native_id]
+        assert writers, "the store has a writer thread"
+        assert {os.sched_getscheduler(t.native_id or 0) for t in writers} == {os.SCHED_BATCH}
+        assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+    finally:
+        await opened.close()
