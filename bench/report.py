@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,17 @@ class Row:
         return "FAILED" if self.failed else "ok"
 
 
+def paired_ratio(row: Row, other: Row) -> float:
+    """``row``'s req/s over ``other``'s: the median of the ratios of runs made in the same round (the
+    harness runs every scenario once per round, the same scenario on each server back to back), so a
+    machine that is slower for a while slows both sides of each ratio. Rows with different numbers of
+    runs: the ratio of their medians."""
+    pairs = [a / b for a, b in zip(row.runs_req_per_s, other.runs_req_per_s, strict=False) if b > 0]
+    if len(row.runs_req_per_s) != len(other.runs_req_per_s) or len(pairs) != len(row.runs_req_per_s):
+        return row.req_per_s / other.req_per_s
+    return statistics.median(pairs)
+
+
 def add_ratios(rows: Sequence[Row], matches: dict[str, str]) -> None:
     """Set each fhirbox token row's ratio to the peer row of the matching scenario (same run)."""
     peer = {row.scenario: row for row in rows if row.system == "peer"}
@@ -48,7 +60,7 @@ def add_ratios(rows: Sequence[Row], matches: dict[str, str]) -> None:
         row.peer_scenario = match
         other = peer.get(match)
         if other is not None and not other.failed and not row.failed and other.req_per_s > 0:
-            row.ratio_to_peer = row.req_per_s / other.req_per_s
+            row.ratio_to_peer = paired_ratio(row, other)
 
 
 def costs(rows: Sequence[Row], features: dict[str, str]) -> list[str]:
@@ -66,7 +78,7 @@ def costs(rows: Sequence[Row], features: dict[str, str]) -> list[str]:
         if base is None or base.failed or row.failed or row.req_per_s <= 0:
             lines.append(f"{label}: {row.scenario}/{row.backend}: not measured (a run failed or was skipped)")
             continue
-        cost = (row.req_per_s - base.req_per_s) / row.req_per_s * 100
+        cost = (1 - paired_ratio(base, row)) * 100
         lines.append(
             f"{label}: {row.scenario}/{row.backend}: {base.req_per_s:,.0f} req/s on, "
             f"{row.req_per_s:,.0f} off: the {features.get(row.setting, row.setting)} costs {cost:.1f}%"
@@ -85,7 +97,7 @@ def baseline_ratios(rows: Sequence[Row], revision: str) -> list[str]:
         before = baseline.get((row.scenario, row.backend))
         if row.system != "fhirbox" or row.setting or row.failed or before is None or not before.req_per_s:
             continue
-        line = f"  {row.scenario} ({row.backend}): {row.req_per_s / before.req_per_s:.2f}x req/s"
+        line = f"  {row.scenario} ({row.backend}): {paired_ratio(row, before):.2f}x req/s"
         if row.cpu_us_per_req and before.cpu_us_per_req:
             line += f", {row.cpu_us_per_req / before.cpu_us_per_req:.2f}x CPU per request"
         lines.append(line)

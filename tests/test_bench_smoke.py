@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,18 @@ def test_bench_baseline_runs_the_same_requests_on_another_commit_and_prints_the_
     assert "fhirbox-bench-" not in worktrees.stdout  # the temporary checkout is gone
     bad = subprocess.run([*command, "--baseline", "no-such-rev"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "--baseline no-such-rev" in bad.stderr
+
+
+def test_ratios_pair_the_runs_of_each_round_so_a_slow_moment_slows_both_sides() -> None:
+    from bench.report import Row, paired_ratio
+
+    def row(runs: list[float]) -> Row:
+        median = statistics.median(runs)
+        return Row("fhirbox", "token-opaque", "sqlite", median, 0, 0, 0, None, runs, 32, 5, False)
+
+    # Round 2 ran while the machine was busy and slowed both sides: every round's ratio is 2.
+    ours, peer = row([2000.0, 1000.0, 1500.0]), row([1000.0, 500.0, 1000.0])
+    assert paired_ratio(ours, peer) == 2.0
+    assert ours.req_per_s / peer.req_per_s == 1.5  # the medians come from different rounds
+    # Runs that cannot be paired: the ratio of the medians.
+    assert paired_ratio(row([2000.0, 1000.0, 3000.0]), row([500.0])) == 2000.0 / 500.0
