@@ -56,6 +56,45 @@ def _cpu_list(cpus: Sequence[int]) -> str:
     return ",".join(str(cpu) for cpu in cpus)
 
 
+def _cpu_times(cpus: set[int]) -> tuple[int, int]:
+    """(idle, total) jiffies of ``cpus`` from /proc/stat; (0, 0) where there is none."""
+    idle = total = 0
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            fields = [int(field) for field in rest.split()]
+            idle += fields[3] + fields[4]  # idle, iowait
+            total += sum(fields[:8])  # up to steal
+    return idle, total
+
+
+def wait_quiet(cpus: str, *, idle: float = 0.9, window: float = 0.5, timeout: float = 30.0) -> float:
+    """Wait until the CPUs of ``cpus`` (a ``taskset -c`` list) were at least ``idle`` idle over
+    ``window`` seconds, at most ``timeout`` seconds; the seconds waited.
+
+    What the previous run left working (PostgreSQL's checkpointer and autovacuum after thousands of
+    inserts, a server's background purge) otherwise runs during the next run, on another server's CPU:
+    in one run the peer's first round after PostgreSQL's rows came out at a quarter of its second."""
+    wanted = {int(cpu) for cpu in cpus.split(",") if cpu.strip().isdigit()}
+    started = time.monotonic()
+    if timeout <= 0:
+        return 0.0
+    before = _cpu_times(wanted)
+    while True:
+        time.sleep(window)
+        after = _cpu_times(wanted)
+        spent = after[1] - before[1]
+        if spent <= 0 or (after[0] - before[0]) / spent >= idle:
+            return time.monotonic() - started
+        if time.monotonic() - started >= timeout:
+            return time.monotonic() - started
+        before = after
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -55,6 +55,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-peer", action="store_true", help="do not run node-oidc-provider")
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="before each run, wait up to this many seconds for the CPUs to be 90%% idle (default 30)",
+    )
+    parser.add_argument(
         "--no-compare",
         action="store_true",
         help="do not measure the cost of features (scenarios again with a feature turned off)",
@@ -86,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the .jsonl and .png go")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.duration, args.runs, args.warmup, args.no_peer = 1.0, 1, 0.0, True
+        args.duration, args.runs, args.warmup, args.no_peer, args.settle = 1.0, 1, 0.0, True, 0.0
         args.connections = min(args.connections, 4)
     if args.duration < 1 or args.runs < 1 or args.connections < 1 or args.workers < 1:
         parser.error("--duration must be >= 1, --runs, --connections and --workers >= 1")
@@ -252,6 +258,9 @@ class Bench:
                     self.wrk_run(subject.server, load, seconds)
                     processes.reset_peak_rss(subject.server.pid)
                     return
+                waited = processes.wait_quiet(f"{self.cpus.server},{self.cpus.load}", timeout=args.settle)
+                if waited > 2:
+                    log(f"waited {waited:.1f} s for the CPUs to be quiet before {label}")
                 cpu_before = processes.cpu_seconds(subject.server.pid)
                 measure = self.wrk_run(subject.server, load, seconds)
                 cpu_after = processes.cpu_seconds(subject.server.pid)
