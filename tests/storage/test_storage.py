@@ -769,13 +769,11 @@ async def test_writes_in_a_stream_are_all_committed_even_when_the_store_stops_am
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
-async def test_sqlites_writer_never_preempts_the_event_loop(database_url: str, backend: str) -> None:
+async def test_sqlites_writer_never_preempts_the_event_loop(tmp_path: Path) -> None:
     """SQLite's writer thread runs under SCHED_BATCH (its wake-ups wait for the event loop's thread
     instead of taking the CPU, and the GIL, from it mid-request), and the event loop's thread keeps
-    the normal policy."""
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL's store has no writer thread")
-    opened = open_store(database_url)
+    the normal policy. (PostgreSQL's store has no writer thread.)"""
+    opened = open_store(f"sqlite:///{tmp_path}/fhirbox.db")
     await opened.open()
     try:
         await opened.mutate("Patient", "p", put({"n": 1}))
