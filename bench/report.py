@@ -81,7 +81,8 @@ def costs(rows: Sequence[Row], features: dict[str, str]) -> list[str]:
         cost = (1 - paired_ratio(base, row)) * 100
         lines.append(
             f"{label}: {row.scenario}/{row.backend}: {base.req_per_s:,.0f} req/s on, "
-            f"{row.req_per_s:,.0f} off: the {features.get(row.setting, row.setting)} costs {cost:.1f}%"
+            f"{row.req_per_s:,.0f} off (medians): the {features.get(row.setting, row.setting)} costs "
+            f"{cost:.1f}% (round by round)"
         )
     return lines
 
