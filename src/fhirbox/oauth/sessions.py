@@ -48,8 +48,8 @@ class SessionCache:
 
     ``store.subscribe`` reports writes of this process at once; before an entry is trusted,
     ``store.catch_up`` reports what other processes committed (SQLite: when its change counter moved;
-    PostgreSQL: its notifications arrive on their own), so a Session closed anywhere is seen closed by
-    the next request here.
+    PostgreSQL: once the notifications committed before the request have arrived, a round trip shared
+    by the requests waiting), so a Session closed anywhere is seen closed by the next request here.
     """
 
     def __init__(
@@ -80,7 +80,9 @@ class SessionCache:
         """The current Session (active or not), or None when it does not exist."""
         entry = self._entries.get(session_id)
         if entry is not None:
-            self.store.catch_up()
+            fence = self.store.catch_up()
+            if fence is not None and not await fence:
+                self._entries.pop(session_id, None)  # cannot tell whether it changed: read it
             entry = self._entries.get(session_id)
         if entry is not None:
             self._entries.move_to_end(session_id)

@@ -586,10 +586,12 @@ class Store(ABC):
         processes sharing the database within about ``poll_interval`` seconds."""
         self._listeners.callbacks.append(listener)
 
-    def catch_up(self) -> None:
-        """Report now every write another process committed before this call, where the backend can
-        tell cheaply (SQLite: its file's change counter); a no-op where changes arrive on their own
-        (PostgreSQL's notifications). Called before trusting a cache whose staleness would matter."""
+    def catch_up(self) -> Awaitable[bool] | None:
+        """Report every write another process committed before this call; called before trusting a
+        cache whose staleness would matter. None when that is done on return (SQLite: its file's
+        change counter, checked at once); otherwise an awaitable that is done when it is (PostgreSQL:
+        the notifications committed before it have arrived), with False when that cannot be known
+        (the change feed is down): then the cache must not be trusted."""
         return None
 
     @abstractmethod

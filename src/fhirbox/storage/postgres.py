@@ -252,6 +252,12 @@ class PostgresStore(Store):
         self._reads: dict[tuple[str, str], list[asyncio.Future[Stored | None]]] = {}
         self._read_queries: set[asyncio.Task[None]] = set()
         self._closing = False
+        # The change feed's connection while it listens (None while it connects or is down), the lock
+        # its queries take, and the fence (``catch_up``) waiting to be sent, with the task sending them.
+        self._feed_conn: asyncpg.Connection | None = None
+        self._feed_lock = asyncio.Lock()
+        self._next_fence: asyncio.Future[bool] | None = None
+        self._fences: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
@@ -289,6 +295,9 @@ class PostgresStore(Store):
     async def close(self) -> None:
         self._closing = True  # reads asked from now on are refused; those asked before are answered
         await self.stop_change_feed()
+        if self._fences is not None:  # the feed's connection is gone: each fence answers False
+            await asyncio.gather(self._fences, return_exceptions=True)
+            self._fences = None
         deadline = time.monotonic() + CLOSE_TIMEOUT
         while self._read_queries:  # a query that ends may start the next batch of reads waiting
             left = deadline - time.monotonic()
@@ -692,13 +701,15 @@ class PostgresStore(Store):
                     await self._replay(conn, lost_at)
                     lost_at = None
                 good_until = datetime.now(UTC)
+                self._feed_conn = conn
                 while not conn.is_closed():
                     good_until = datetime.now(UTC)
                     try:
                         await asyncio.wait_for(dropped.wait(), LISTENER_CHECK_INTERVAL)
                     except TimeoutError:
                         # A silently dead connection never reports its end; ask it something.
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
+                        async with self._feed_lock:
+                            await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
                     else:
                         break
                 lost_at = good_until
@@ -710,9 +721,46 @@ class PostgresStore(Store):
                     lost_at = good_until or datetime.now(UTC)
                 log.warning("change feed connection failed (%s); retrying", exc)
             finally:
+                self._feed_conn = None
                 if conn is not None:
                     conn.terminate()
             await asyncio.sleep(max(poll_interval, 0.2))
+
+    # -- fences: every notification committed before a request is seen before its cache lookup -------
+    # PostgreSQL signals a listening session when a transaction that notified it commits, before the
+    # committing client gets its answer; the session sends what it was notified of before it answers
+    # any later query. So once a query on the feed's connection, sent after a request arrived, is
+    # answered, every Session closed before that request has been reported (asyncpg hands a
+    # notification to ``_on_notification`` with call_soon, before the query's answer wakes anyone).
+    # Requests arriving together share one query: one round trip for all of them.
+    def catch_up(self) -> asyncio.Future[bool]:
+        fence = self._next_fence
+        if fence is None or fence.done():
+            fence = self._next_fence = asyncio.get_running_loop().create_future()
+            if self._fences is None or self._fences.done():
+                self._fences = asyncio.get_running_loop().create_task(self._send_fences())
+        return fence
+
+    async def _send_fences(self) -> None:
+        while (fence := self._next_fence) is not None:
+            # Requests that come while this query is out wait for the next one: it is sent after them.
+            self._next_fence = None
+            caught_up = await self._fence()
+            if not fence.done():
+                fence.set_result(caught_up)
+
+    async def _fence(self) -> bool:
+        conn = self._feed_conn
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            async with self._feed_lock:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+        return conn is self._feed_conn
 
     async def _replay(self, conn: asyncpg.Connection, lost_at: datetime) -> None:
         since = (lost_at - REPLAY_MARGIN).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,83 @@
+"""The Session cache of one process and the writes of another, on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from fhirbox.models.session import Session, TokenHashes
+from fhirbox.oauth.sessions import SessionCache, close_session
+from fhirbox.storage import open_store
+from fhirbox.storage.base import Store
+from fhirbox.storage.postgres import PostgresStore
+from tests.support import eventually
+
+
+async def _open_session(store: Store, n: int) -> str:
+    session_id = f"0199c0de-0000-7000-8000-{n:012d}"
+    session = Session.new(
+        session_id=session_id,
+        client_id="worker",
+        issuer="http://fhirbox.test",
+        now=1_700_000_000,
+        audience=None,
+        scope=None,
+        tokens=TokenHashes(f"{n:064x}", 2_000_000_000, None, None),
+        retention=3600,
+    )
+    body: dict[str, Any] = session.body
+    await store.mutate("Session", session_id, lambda _current: dict(body))
+    return session_id
+
+
+async def test_a_session_closed_by_another_process_is_seen_closed_as_soon_as_its_close_returns(
+    database_url: str,
+) -> None:
+    """Two stores on one database stand for two server processes. As soon as one has closed a Session
+    (its write acknowledged), the other's cache answers it closed, never the active Session it held."""
+    here, there = open_store(database_url), open_store(database_url)
+    await here.open()
+    await there.open()
+    here.start_change_feed(3600)  # no polling during the test: only what catch_up does counts
+    there.start_change_feed(3600)
+    cache = SessionCache(here)
+    try:
+        for n in range(20):
+            session_id = await _open_session(there, n)
+            cached = await cache.get(session_id)
+            assert cached is not None and cached.session.active
+            await close_session(there, session_id, "revoked", now=1_700_000_100, retention=3600)
+            after = await cache.get(session_id)
+            assert after is not None and not after.session.active, f"Session {n} still active here"
+    finally:
+        await here.close()
+        await there.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # SQLite has no notifications
+async def test_a_late_notification_of_a_closed_session_is_waited_for_not_missed(database_url: str) -> None:
+    """PostgreSQL: the notification that another process closed a Session may reach this process
+    after the close was acknowledged (the listening backend not yet scheduled, the event loop busy).
+    Its arrival is held back here; the cache still answers the Session closed, once it has arrived."""
+    here, there = open_store(database_url), open_store(database_url)
+    await here.open()
+    await there.open()
+    here.start_change_feed(3600)
+    assert isinstance(here, PostgresStore)
+    cache = SessionCache(here)
+    try:
+        feed = await eventually(lambda: here._feed_conn)
+        session_id = await _open_session(there, 1)
+        cached = await cache.get(session_id)
+        assert cached is not None and cached.session.active
+        transport = feed._transport
+        transport.pause_reading()  # what the feed's connection receives waits ...
+        asyncio.get_running_loop().call_later(0.2, transport.resume_reading)  # ... 200 ms
+        await close_session(there, session_id, "revoked", now=1_700_000_100, retention=3600)
+        after = await cache.get(session_id)
+        assert after is not None and not after.session.active
+    finally:
+        await here.close()
+        await there.close()
