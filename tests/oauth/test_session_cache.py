@@ -81,3 +81,38 @@ async def test_a_late_notification_of_a_closed_session_is_waited_for_not_missed(
     finally:
         await here.close()
         await there.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_request_that_gives_up_while_waiting_does_not_fail_the_others_waiting_with_it(
+    database_url: str,
+) -> None:
+    """Requests arriving together wait for one shared fence; one of them cancelled (a client gone, a
+    timeout) leaves the others' answers as they would have been."""
+    here, there = open_store(database_url), open_store(database_url)
+    await here.open()
+    await there.open()
+    here.start_change_feed(3600)
+    assert isinstance(here, PostgresStore)
+    cache = SessionCache(here)
+    try:
+        feed = await eventually(lambda: here._feed_conn)
+        first, second = await _open_session(there, 1), await _open_session(there, 2)
+        for session_id in (first, second):
+            assert await cache.get(session_id) is not None
+        feed._transport.pause_reading()
+        gone = asyncio.ensure_future(cache.get(first))
+        waiting = asyncio.ensure_future(cache.get(second))
+        # Both wait for the fence now (sent, its answer held back); the first gives up.
+        await eventually(
+            lambda: here._fences is not None and not here._fences.done() and not here._next_fence
+        )
+        assert not gone.done() and not waiting.done()
+        gone.cancel()
+        feed._transport.resume_reading()
+        answered = await asyncio.wait_for(waiting, 10)
+        assert answered is not None and answered.session.active
+        assert gone.cancelled()
+    finally:
+        await here.close()
+        await there.close()

@@ -6,6 +6,7 @@ durable, before the token response is sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -81,7 +82,9 @@ class SessionCache:
         entry = self._entries.get(session_id)
         if entry is not None:
             fence = self.store.catch_up()
-            if fence is not None and not await fence:
+            # Shielded: the fence is shared, and a request cancelled while it waits must not cancel it
+            # for the others.
+            if fence is not None and not await asyncio.shield(fence):
                 self._entries.pop(session_id, None)  # cannot tell whether it changed: read it
             entry = self._entries.get(session_id)
         if entry is not None:
