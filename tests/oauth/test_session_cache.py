@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,6 +15,28 @@ from fhirbox.storage import open_store
 from fhirbox.storage.base import Store
 from fhirbox.storage.postgres import PostgresStore
 from tests.support import eventually
+
+
+@contextlib.asynccontextmanager
+async def two_processes(database_url: str) -> AsyncIterator[tuple[Store, Store, SessionCache]]:
+    """Two stores on one database, standing for two server processes, and a Session cache on the
+    first. No change poll runs during a test (an hour apart): only what ``catch_up`` does counts."""
+    here, there = open_store(database_url), open_store(database_url)
+    await here.open()
+    await there.open()
+    here.start_change_feed(3600)
+    there.start_change_feed(3600)
+    try:
+        yield here, there, SessionCache(here)
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def listening(store: Store) -> Any:
+    """The PostgreSQL store's change-feed connection, once it listens."""
+    assert isinstance(store, PostgresStore)
+    return await eventually(lambda: store._feed_conn)
 
 
 async def _open_session(store: Store, n: int) -> str:
@@ -37,13 +61,7 @@ async def test_a_session_closed_by_another_process_is_seen_closed_as_soon_as_its
 ) -> None:
     """Two stores on one database stand for two server processes. As soon as one has closed a Session
     (its write acknowledged), the other's cache answers it closed, never the active Session it held."""
-    here, there = open_store(database_url), open_store(database_url)
-    await here.open()
-    await there.open()
-    here.start_change_feed(3600)  # no polling during the test: only what catch_up does counts
-    there.start_change_feed(3600)
-    cache = SessionCache(here)
-    try:
+    async with two_processes(database_url) as (_here, there, cache):
         for n in range(20):
             session_id = await _open_session(there, n)
             cached = await cache.get(session_id)
@@ -51,9 +69,6 @@ async def test_a_session_closed_by_another_process_is_seen_closed_as_soon_as_its
             await close_session(there, session_id, "revoked", now=1_700_000_100, retention=3600)
             after = await cache.get(session_id)
             assert after is not None and not after.session.active, f"Session {n} still active here"
-    finally:
-        await here.close()
-        await there.close()
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # SQLite has no notifications
@@ -61,14 +76,8 @@ async def test_a_late_notification_of_a_closed_session_is_waited_for_not_missed(
     """PostgreSQL: the notification that another process closed a Session may reach this process
     after the close was acknowledged (the listening backend not yet scheduled, the event loop busy).
     Its arrival is held back here; the cache still answers the Session closed, once it has arrived."""
-    here, there = open_store(database_url), open_store(database_url)
-    await here.open()
-    await there.open()
-    here.start_change_feed(3600)
-    assert isinstance(here, PostgresStore)
-    cache = SessionCache(here)
-    try:
-        feed = await eventually(lambda: here._feed_conn)
+    async with two_processes(database_url) as (here, there, cache):
+        feed = await listening(here)
         session_id = await _open_session(there, 1)
         cached = await cache.get(session_id)
         assert cached is not None and cached.session.active
@@ -78,9 +87,6 @@ async def test_a_late_notification_of_a_closed_session_is_waited_for_not_missed(
         await close_session(there, session_id, "revoked", now=1_700_000_100, retention=3600)
         after = await cache.get(session_id)
         assert after is not None and not after.session.active
-    finally:
-        await here.close()
-        await there.close()
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -89,14 +95,9 @@ async def test_a_request_that_gives_up_while_waiting_does_not_fail_the_others_wa
 ) -> None:
     """Requests arriving together wait for one shared fence; one of them cancelled (a client gone, a
     timeout) leaves the others' answers as they would have been."""
-    here, there = open_store(database_url), open_store(database_url)
-    await here.open()
-    await there.open()
-    here.start_change_feed(3600)
-    assert isinstance(here, PostgresStore)
-    cache = SessionCache(here)
-    try:
-        feed = await eventually(lambda: here._feed_conn)
+    async with two_processes(database_url) as (here, there, cache):
+        assert isinstance(here, PostgresStore)
+        feed = await listening(here)
         first, second = await _open_session(there, 1), await _open_session(there, 2)
         for session_id in (first, second):
             assert await cache.get(session_id) is not None
@@ -113,6 +114,3 @@ async def test_a_request_that_gives_up_while_waiting_does_not_fail_the_others_wa
         answered = await asyncio.wait_for(waiting, 10)
         assert answered is not None and answered.session.active
         assert gone.cancelled()
-    finally:
-        await here.close()
-        await there.close()
