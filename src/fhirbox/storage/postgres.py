@@ -708,8 +708,7 @@ class PostgresStore(Store):
                         await asyncio.wait_for(dropped.wait(), LISTENER_CHECK_INTERVAL)
                     except TimeoutError:
                         # A silently dead connection never reports its end; ask it something.
-                        async with self._feed_lock:
-                            await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
+                        await self._ask_feed(conn)
                     else:
                         break
                 lost_at = good_until
@@ -754,13 +753,18 @@ class PostgresStore(Store):
         if conn is None or conn.is_closed():
             return False
         try:
-            async with self._feed_lock:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
+            await self._ask_feed(conn)
         except asyncio.CancelledError:
             raise
         except Exception:
             return False
         return conn is self._feed_conn
+
+    async def _ask_feed(self, conn: asyncpg.Connection) -> None:
+        """A round trip on the feed's connection (a ping, a fence): one at a time, at most
+        ``PING_TIMEOUT`` seconds."""
+        async with self._feed_lock:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
 
     async def _replay(self, conn: asyncpg.Connection, lost_at: datetime) -> None:
         since = (lost_at - REPLAY_MARGIN).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -542,9 +542,9 @@ class SQLiteStore(Store):
                 own.discard(version)
 
 
-def never_preempt_the_event_loop() -> bool:
+def never_preempt_the_event_loop() -> None:
     """Run the calling thread (the writer) under Linux's ``SCHED_BATCH`` policy: the same share of the
-    CPU as before, but waking up never preempts the thread that is running. True when it applied.
+    CPU as before, but waking up never preempts the thread that is running.
 
     The writer and the event loop share one GIL. Signing a JWT lets go of the GIL (``cryptography``
     releases it); a writer woken by a new write then took the CPU from the event loop mid-signature,
@@ -554,13 +554,11 @@ def never_preempt_the_event_loop() -> bool:
     Linux, or the call refused), nothing changes."""
     policy = getattr(os, "SCHED_BATCH", None)
     if policy is None:
-        return False
+        return
     try:
         os.sched_setscheduler(threading.get_native_id(), policy, os.sched_param(0))
     except OSError:
         log.debug("SCHED_BATCH refused for the writer thread", exc_info=True)
-        return False
-    return True
 
 
 def _apply_writes(
