@@ -85,6 +85,9 @@ def test_a_stop_signal_finishes_in_flight_requests_and_exits_cleanly(
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         sock.sendall(head + body[:1000])
+        # The request is in flight once the server has read what was sent (on a busy machine the
+        # signal could otherwise come first, and an idle connection is closed at once).
+        wait_until(lambda: _unread_by_server(server.port, sock.getsockname()[1]) == 0, timeout=10)
         server.signal(stop_signal)
         wait_until(lambda: "Shutting down" in server.output(), timeout=10)
         sock.sendall(body[1000:])
@@ -95,6 +98,17 @@ def test_a_stop_signal_finishes_in_flight_requests_and_exits_cleanly(
         database = Path(server.database_url.removeprefix("sqlite:///"))
         assert database.exists()
         assert not Path(f"{database}-wal").exists()  # the last connection closed and checkpointed
+
+
+def _unread_by_server(server_port: int, client_port: int) -> int | None:
+    """Bytes the server's end of a loopback TCP connection has received but not read (Linux's
+    /proc/net/tcp), or None when that end is not found."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return int(queues.split(":")[1], 16)
+    return None
 
 
 def test_ready_is_503_when_the_database_goes_away(
