@@ -570,6 +570,41 @@ async def test_sqlite_keeps_its_write_ahead_log_bounded_while_writes_go_on(
     assert largest < 20 * 1024 * 1024, f"the WAL grew to {largest} bytes"
 
 
+async def test_sqlite_writes_commit_while_a_checkpoint_copies_the_log(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint (copying the log into the database file and syncing it: ~9 ms for 600 rows on a
+    small VM) does not hold up the writes that arrive while it runs."""
+    if backend != "sqlite":
+        pytest.skip("the write-ahead log is SQLite's")
+    from fhirbox.storage import sqlite
+
+    copying, release = threading.Event(), threading.Event()
+    real = sqlite._checkpoint
+
+    def held_first(conn: Any) -> None:  # the first checkpoint lasts until the test lets it finish
+        if not copying.is_set():
+            copying.set()
+            release.wait(30)
+        real(conn)
+
+    monkeypatch.setattr(sqlite, "_checkpoint", held_first)
+    loop = asyncio.get_running_loop()
+    try:
+        for chunk in range(40):  # until the rows that start a checkpoint are written, and on
+            writes = [store.mutate("Patient", f"p{chunk}-{n}", put({"n": n})) for n in range(50)]
+            await asyncio.wait_for(asyncio.gather(*writes), 10)
+            if copying.is_set():
+                break
+        assert await loop.run_in_executor(None, copying.wait, 10), "no checkpoint started"
+        during = await asyncio.wait_for(store.mutate("Patient", "during", put({"n": 1})), 10)
+        assert during.after is not None and during.after.version > 0
+        stored = await store.read("Patient", "during")
+        assert stored is not None and stored.body["n"] == 1
+    finally:
+        release.set()
+
+
 async def test_audit_events_are_appended_once_under_their_recorded_instant(store: Store) -> None:
     recorded = "2026-03-04T05:06:07.000008Z"
     event = {"resourceType": "AuditEvent", "type": {"code": "token-issued"}, "recorded": recorded}
