@@ -251,12 +251,19 @@ class SQLiteStore(Store):
         except BaseException:
             writer.close()
             raise
-        self._reader = _connect(self.path)
-        self._data_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
-        self._seen_version = self._reader.execute(
-            "SELECT coalesce(max(version), 0) FROM resource"
-        ).fetchone()[0]
-        checkpoints = _Checkpointer(self.path)
+        try:
+            self._reader = _connect(self.path)
+            self._data_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+            self._seen_version = self._reader.execute(
+                "SELECT coalesce(max(version), 0) FROM resource"
+            ).fetchone()[0]
+            checkpoints = _Checkpointer(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            writer.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer, checkpoints), name="fhirbox-writer"
         )
@@ -420,58 +427,60 @@ class SQLiteStore(Store):
 
     def _write_loop(self, conn: sqlite3.Connection, checkpoints: _Checkpointer) -> None:
         """The writer thread: take every waiting write, apply, commit once, then answer them all."""
-        stopping = False
-        never_preempt_the_event_loop()
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        checkpointed = conn.total_changes
-        last_commit = 0.0
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            # Writes arriving in a steady stream (the last commit was moments ago) but few at a time
-            # wait up to _LINGER for more: every commit writes its pages and syncs whatever its size.
-            linger_until = time.perf_counter() + _LINGER
-            if linger_until - last_commit > _STREAMING:
-                linger_until = 0.0
-            while len(batch) < _MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    left = linger_until - time.perf_counter()
-                    if len(batch) >= _LINGER_BATCH or left <= 0:
-                        break
-                    try:
-                        nxt = self._queue.get(timeout=left)
-                    except queue.Empty:
-                        break
-                if nxt is None:
-                    stopping = True
+        try:
+            stopping = False
+            never_preempt_the_event_loop()
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            checkpointed = conn.total_changes
+            last_commit = 0.0
+            while not stopping:
+                item = self._queue.get()
+                if item is None:
                     break
-                batch.append(nxt)
-            started = last_commit = time.perf_counter()
-            outcomes = self._commit(conn, batch)
-            self._commit_observer(time.perf_counter() - started, len(batch))
-            if outcomes is None:
-                # The database failed the batch as a whole: retry each write alone.
-                outcomes = []
-                for job in batch:
-                    alone = self._commit(conn, [job])
-                    outcomes.extend(alone if alone is not None else [(job.future, None, self._error)])
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(_settle, outcomes)
-            # Checkpoints run after the batch is answered, never inside a COMMIT (SQLite's autocheckpoint
-            # is off on this connection). The checkpointer's thread copies the log while writes go on;
-            # then this thread copies what was committed meanwhile (a fraction of the log), so that the
-            # next write starts the log over instead of growing it.
-            if checkpoints.finished.is_set():
-                checkpoints.finished.clear()
-                _checkpoint(conn)
-            elif conn.total_changes - checkpointed >= _CHECKPOINT_ROWS and checkpoints.request():
-                checkpointed = conn.total_changes
-        checkpoints.stop()
-        conn.close()
+                batch = [item]
+                # Writes arriving in a steady stream (the last commit was moments ago) but few at a time
+                # wait up to _LINGER for more: every commit writes its pages and syncs whatever its size.
+                linger_until = time.perf_counter() + _LINGER
+                if linger_until - last_commit > _STREAMING:
+                    linger_until = 0.0
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        left = linger_until - time.perf_counter()
+                        if len(batch) >= _LINGER_BATCH or left <= 0:
+                            break
+                        try:
+                            nxt = self._queue.get(timeout=left)
+                        except queue.Empty:
+                            break
+                    if nxt is None:
+                        stopping = True
+                        break
+                    batch.append(nxt)
+                started = last_commit = time.perf_counter()
+                outcomes = self._commit(conn, batch)
+                self._commit_observer(time.perf_counter() - started, len(batch))
+                if outcomes is None:
+                    # The database failed the batch as a whole: retry each write alone.
+                    outcomes = []
+                    for job in batch:
+                        alone = self._commit(conn, [job])
+                        outcomes.extend(alone if alone is not None else [(job.future, None, self._error)])
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_settle, outcomes)
+                # Checkpoints run after the batch is answered, never inside a COMMIT (SQLite's autocheckpoint
+                # is off on this connection). The checkpointer's thread copies the log while writes go on;
+                # then this thread copies what was committed meanwhile (a fraction of the log), so that the
+                # next write starts the log over instead of growing it.
+                if checkpoints.take_finished():
+                    _checkpoint(conn)
+                elif not stopping and conn.total_changes - checkpointed >= _CHECKPOINT_ROWS:
+                    if checkpoints.request():
+                        checkpointed = conn.total_changes
+        finally:
+            checkpoints.stop()
+            conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[Outcome] | None:
         """Apply ``batch`` in one transaction; None (and ``self._error``) when the database failed it."""
@@ -553,7 +562,7 @@ class SQLiteStore(Store):
 def _checkpoint(conn: sqlite3.Connection) -> None:
     try:
         conn.execute(_CHECKPOINT).fetchall()
-    except sqlite3.Error:
+    except Exception:  # the thread running it (the writer, the checkpointer) must go on
         log.exception("WAL checkpoint failed")
 
 
@@ -568,20 +577,29 @@ class _Checkpointer:
     grow for as long as writes go on."""
 
     def __init__(self, path: str) -> None:
-        self.finished = threading.Event()
         self._conn = _connect(path)
+        # ``_requested`` is the writer's alone: set when it asks, cleared when it takes the result.
+        self._requested = False
+        self._finished = threading.Event()
         self._wake = threading.Event()
-        self._running = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="fhirbox-checkpoint", daemon=True)
         self._thread.start()
 
     def request(self) -> bool:
-        """Start a checkpoint unless one is running (then False: ask again later)."""
-        if self._running or self.finished.is_set():
+        """Start a checkpoint unless the last one is not yet taken (then False: ask again later)."""
+        if self._requested:
             return False
-        self._running = True
+        self._requested = True
         self._wake.set()
+        return True
+
+    def take_finished(self) -> bool:
+        """Whether the checkpoint requested has finished; True once per checkpoint."""
+        if not self._finished.is_set():
+            return False
+        self._finished.clear()
+        self._requested = False
         return True
 
     def stop(self) -> None:
@@ -598,8 +616,7 @@ class _Checkpointer:
             if self._stopping:
                 return
             _checkpoint(self._conn)
-            self._running = False
-            self.finished.set()
+            self._finished.set()
 
 
 def never_preempt_the_event_loop() -> None:
@@ -618,7 +635,7 @@ def never_preempt_the_event_loop() -> None:
     try:
         os.sched_setscheduler(threading.get_native_id(), policy, os.sched_param(0))
     except OSError:
-        log.debug("SCHED_BATCH refused for the writer thread", exc_info=True)
+        log.debug("SCHED_BATCH refused for the writer or checkpoint thread", exc_info=True)
 
 
 def _apply_writes(
