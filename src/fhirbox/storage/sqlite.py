@@ -426,61 +426,65 @@ class SQLiteStore(Store):
         return forgotten
 
     def _write_loop(self, conn: sqlite3.Connection, checkpoints: _Checkpointer) -> None:
-        """The writer thread: take every waiting write, apply, commit once, then answer them all."""
+        """The writer thread: ``_write_batches`` until the store closes, then stop the checkpointer."""
         try:
-            stopping = False
-            never_preempt_the_event_loop()
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            checkpointed = conn.total_changes
-            last_commit = 0.0
-            while not stopping:
-                item = self._queue.get()
-                if item is None:
-                    break
-                batch = [item]
-                # Writes arriving in a steady stream (the last commit was moments ago) but few at a time
-                # wait up to _LINGER for more: every commit writes its pages and syncs whatever its size.
-                linger_until = time.perf_counter() + _LINGER
-                if linger_until - last_commit > _STREAMING:
-                    linger_until = 0.0
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        left = linger_until - time.perf_counter()
-                        if len(batch) >= _LINGER_BATCH or left <= 0:
-                            break
-                        try:
-                            nxt = self._queue.get(timeout=left)
-                        except queue.Empty:
-                            break
-                    if nxt is None:
-                        stopping = True
-                        break
-                    batch.append(nxt)
-                started = last_commit = time.perf_counter()
-                outcomes = self._commit(conn, batch)
-                self._commit_observer(time.perf_counter() - started, len(batch))
-                if outcomes is None:
-                    # The database failed the batch as a whole: retry each write alone.
-                    outcomes = []
-                    for job in batch:
-                        alone = self._commit(conn, [job])
-                        outcomes.extend(alone if alone is not None else [(job.future, None, self._error)])
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(_settle, outcomes)
-                # Checkpoints run after the batch is answered, never inside a COMMIT (SQLite's autocheckpoint
-                # is off on this connection). The checkpointer's thread copies the log while writes go on;
-                # then this thread copies what was committed meanwhile (a fraction of the log), so that the
-                # next write starts the log over instead of growing it.
-                if checkpoints.take_finished():
-                    _checkpoint(conn)
-                elif not stopping and conn.total_changes - checkpointed >= _CHECKPOINT_ROWS:
-                    if checkpoints.request():
-                        checkpointed = conn.total_changes
+            self._write_batches(conn, checkpoints)
         finally:
             checkpoints.stop()
             conn.close()
+
+    def _write_batches(self, conn: sqlite3.Connection, checkpoints: _Checkpointer) -> None:
+        """Take every waiting write, apply, commit once, then answer them all; until told to stop."""
+        stopping = False
+        never_preempt_the_event_loop()
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        checkpointed = conn.total_changes
+        last_commit = 0.0
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            # Writes arriving in a steady stream (the last commit was moments ago) but few at a time
+            # wait up to _LINGER for more: every commit writes its pages and syncs whatever its size.
+            linger_until = time.perf_counter() + _LINGER
+            if linger_until - last_commit > _STREAMING:
+                linger_until = 0.0
+            while len(batch) < _MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    left = linger_until - time.perf_counter()
+                    if len(batch) >= _LINGER_BATCH or left <= 0:
+                        break
+                    try:
+                        nxt = self._queue.get(timeout=left)
+                    except queue.Empty:
+                        break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            started = last_commit = time.perf_counter()
+            outcomes = self._commit(conn, batch)
+            self._commit_observer(time.perf_counter() - started, len(batch))
+            if outcomes is None:
+                # The database failed the batch as a whole: retry each write alone.
+                outcomes = []
+                for job in batch:
+                    alone = self._commit(conn, [job])
+                    outcomes.extend(alone if alone is not None else [(job.future, None, self._error)])
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_settle, outcomes)
+            # Checkpoints run after the batch is answered, never inside a COMMIT (SQLite's autocheckpoint
+            # is off on this connection). The checkpointer's thread copies the log while writes go on;
+            # then this thread copies what was committed meanwhile (a fraction of the log), so that the
+            # next write starts the log over instead of growing it.
+            if checkpoints.take_finished():
+                _checkpoint(conn)
+            elif not stopping and conn.total_changes - checkpointed >= _CHECKPOINT_ROWS:
+                if checkpoints.request():
+                    checkpointed = conn.total_changes
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[Outcome] | None:
         """Apply ``batch`` in one transaction; None (and ``self._error``) when the database failed it."""
@@ -572,7 +576,7 @@ class _Checkpointer:
     A checkpoint copies every page the log holds and syncs the database file: ~9 ms for 600 rows on a
     2-CPU VM. Run by the writer, every write arriving meanwhile waited for it (put-patient p99 ~13 ms,
     p50 ~6). Here writes commit while it runs. Only the writer can let the log start over (its next
-    write does, when nothing in the log is left to copy), so once a checkpoint here is ``finished`` the
+    write does, when nothing in the log is left to copy), so once a checkpoint here has finished the
     writer copies the rest itself: what was committed meanwhile. Without that last copy the log would
     grow for as long as writes go on."""
 
