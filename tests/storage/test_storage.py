@@ -623,6 +623,35 @@ async def test_audit_events_are_appended_once_under_their_recorded_instant(store
     assert found.total == 0
 
 
+@pytest.mark.parametrize("query", ["_READ_MANY", "_READ_CURRENT"])
+async def test_reading_resources_by_key_probes_the_primary_key_in_a_plan_for_any_keys(
+    database_url: str, store: Store, backend: str, query: str
+) -> None:
+    """Reads by key (the writer's, locked, and batched reads) use the primary key, also in the plan
+    PostgreSQL keeps for any parameters and before the table was ever analysed: as a join on the keys'
+    ``unnest`` that plan scanned the whole table (Sessions included) at every batch of writes."""
+    if backend != "postgres":
+        pytest.skip("SQLite reads by key through the primary key in every plan")
+    import asyncpg
+
+    from fhirbox.storage import postgres
+
+    patient = {"resourceType": "Patient", "name": [{"family": "Key", "given": ["Read"]}], "birthDate": "1980"}
+    await store.add([NewResource("Patient", f"k{n:04d}", patient) for n in range(400)])
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE by_key(text[], text[]) AS {getattr(postgres, query)}")
+        rows = await conn.fetch("EXPLAIN EXECUTE by_key('{Patient}', '{k0001}')")
+        plan = "\n".join(row[0] for row in rows)
+        found = await conn.fetch("EXECUTE by_key('{Patient,Patient,Patient}', '{k0001,k0399,nope}')")
+    finally:
+        await conn.close()
+    assert "Index Scan using resource_pkey" in plan and "Seq Scan" not in plan, plan
+    assert sorted(row["id"] for row in found) == ["k0001", "k0399"]
+    assert next(row["body"] for row in found if row["id"] == "k0399") is not None
+
+
 async def test_appending_audit_events_waits_for_no_other_write(
     database_url: str, store: Store, backend: str
 ) -> None:

@@ -88,14 +88,18 @@ _LOCK_AND_NUMBER = (
     "  FROM unnest($1::text[], $2::text[]) AS k(t, i) ORDER BY hashtext(t), hashtext(i)) AS l"
     "  OFFSET 0) AS locked"
 )
-# The current version of several resources at once (``read``'s batches).
-_READ_MANY = (
-    "SELECT r.type, r.id, r.version, r.op, r.body FROM resource r"
-    " JOIN unnest($1::text[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id"
+# The current version of several resources at once (``read``'s batches): a primary-key probe per key
+# (LIMIT 1 keeps the planner from turning the subquery back into a join). As a join on ``unnest``, the
+# plan kept for any parameters (ten keys assumed) scanned the whole table while it had no statistics or
+# few pages, and a batch's hash join then read every row, Sessions included: docs/decisions.md.
+_READ_MANY_OF = (
+    "SELECT r.type, r.id, r.version, r.op, r.body FROM unnest($1::text[], $2::text[]) AS k(type, id)"
+    " CROSS JOIN LATERAL (SELECT * FROM resource WHERE type = k.type AND id = k.id LIMIT 1{lock}) AS r"
 )
+_READ_MANY = _READ_MANY_OF.format(lock="")
 _MORE_VERSIONS = "SELECT array_agg(nextval('resource_version_seq')) FROM generate_series(1, $1)"
 # The same, locked for the writer's transaction.
-_READ_CURRENT = _READ_MANY + " FOR UPDATE OF r"
+_READ_CURRENT = _READ_MANY_OF.format(lock=" FOR UPDATE")
 # Every new version of a batch into history, the latest of each resource into ``resource``, and a
 # notification per version, delivered to every listening process at commit.
 _VERSIONS = (
