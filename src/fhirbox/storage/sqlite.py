@@ -244,7 +244,7 @@ class SQLiteStore(Store):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             writer = _connect(self.path)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
+            raise self._cannot_open(exc) from None
         self._loop = asyncio.get_running_loop()
         try:
             await self._migrate(writer, create)
@@ -263,12 +263,15 @@ class SQLiteStore(Store):
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
-            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
+            raise self._cannot_open(exc) from None
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer, checkpoints), name="fhirbox-writer"
         )
         self._thread.daemon = True
         self._thread.start()
+
+    def _cannot_open(self, error: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"cannot open SQLite database {self.path}: {error}")
 
     async def close(self) -> None:
         await self.stop_change_feed()
@@ -300,7 +303,7 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:  # not a database, locked for longer than the timeout
-            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
+            raise self._cannot_open(exc) from None
         try:
             known = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
