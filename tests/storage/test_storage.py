@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fhirbox.storage import open_store
 from fhirbox.storage.base import (
@@ -568,6 +570,23 @@ async def test_sqlite_keeps_its_write_ahead_log_bounded_while_writes_go_on(
         await asyncio.gather(*(store.mutate("Patient", f"p{chunk}-{n}", put(body)) for n in range(100)))
         largest = max(largest, wal.stat().st_size)
     assert largest < 20 * 1024 * 1024, f"the WAL grew to {largest} bytes"
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 10**6))
+def test_sqlite_counts_the_rows_between_checkpoints_across_the_wrap_of_its_change_counter(
+    start: int, written: int
+) -> None:
+    """SQLite's ``total_changes`` is a 32-bit int: after 2**31 changed rows it reads negative. The
+    rows written since the last checkpoint still count up from there, so checkpoints go on (a
+    plain difference stayed negative and no checkpoint was asked for again while the log grew)."""
+    from fhirbox.storage.sqlite import rows_changed_since
+
+    def as_sqlite_reads(count: int) -> int:  # what sqlite3_total_changes() returns: signed 32 bits
+        count %= 2**32
+        return count - 2**32 if count >= 2**31 else count
+
+    assert rows_changed_since(as_sqlite_reads(start), as_sqlite_reads(start + written)) == written
+    assert rows_changed_since(2**31 - 10, -(2**31) + 290) == 300  # the wrap itself, as it reads
 
 
 async def test_sqlite_writes_commit_while_a_checkpoint_copies_the_log(

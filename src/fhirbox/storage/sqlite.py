@@ -485,7 +485,7 @@ class SQLiteStore(Store):
             # next write starts the log over instead of growing it.
             if checkpoints.take_finished():
                 _checkpoint(conn)
-            elif not stopping and conn.total_changes - checkpointed >= _CHECKPOINT_ROWS:
+            elif not stopping and rows_changed_since(checkpointed, conn.total_changes) >= _CHECKPOINT_ROWS:
                 if checkpoints.request():
                     checkpointed = conn.total_changes
 
@@ -564,6 +564,13 @@ class SQLiteStore(Store):
             seen = self._seen_version
             for version in [v for v in list(own) if v <= seen]:  # one copy, under the GIL
                 own.discard(version)
+
+
+def rows_changed_since(before: int, now: int) -> int:
+    """Rows a connection changed between two readings of its ``total_changes``: SQLite counts them in
+    a 32-bit int, which wraps to negative after 2**31 changes (days of writes at full speed); a plain
+    difference then stayed negative, and no checkpoint was asked for again while the log grew."""
+    return (now - before) % 2**32
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
