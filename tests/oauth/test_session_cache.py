@@ -99,6 +99,7 @@ async def test_a_request_that_gives_up_while_waiting_does_not_fail_the_others_wa
         assert isinstance(here, PostgresStore)
         feed = await listening(here)
         first, second = await _open_session(there, 1), await _open_session(there, 2)
+        assert await here.catch_up()  # their notifications here, before they are cached
         for session_id in (first, second):
             assert await cache.get(session_id) is not None
         feed._transport.pause_reading()
@@ -114,3 +115,34 @@ async def test_a_request_that_gives_up_while_waiting_does_not_fail_the_others_wa
         answered = await asyncio.wait_for(waiting, 10)
         assert answered is not None and answered.session.active
         assert gone.cancelled()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_requests_waiting_for_a_fence_are_answered_when_the_fence_task_is_cancelled(
+    database_url: str,
+) -> None:
+    """The task sending fences cancelled while one is out (a shutdown cancelling what runs): the
+    requests waiting on it, and those that arrived meanwhile, are answered from the database instead
+    of waiting forever."""
+    async with two_processes(database_url) as (here, there, cache):
+        assert isinstance(here, PostgresStore)
+        feed = await listening(here)
+        first, second = await _open_session(there, 1), await _open_session(there, 2)
+        assert await here.catch_up()  # their notifications here, before they are cached
+        for session_id in (first, second):
+            assert await cache.get(session_id) is not None
+        feed._transport.pause_reading()
+        out = asyncio.ensure_future(cache.get(first))
+        await eventually(
+            lambda: here._fences is not None and not here._fences.done() and not here._next_fence
+        )
+        queued = asyncio.ensure_future(cache.get(second))  # waits for the next fence
+        await eventually(lambda: here._next_fence is not None)
+        fences = here._fences
+        assert fences is not None
+        fences.cancel()
+        try:
+            answers = await asyncio.wait_for(asyncio.gather(out, queued), 10)
+        finally:
+            feed._transport.resume_reading()
+        assert [answer is not None and answer.session.active for answer in answers] == [True, True]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from fhirbox.storage.base import (
     SortKey,
     Store,
     Stored,
+    StoreUnavailable,
     UnstorableValue,
 )
 from tests.support import eventually
@@ -866,3 +868,37 @@ async def test_sqlites_writer_never_preempts_the_event_loop(tmp_path: Path) -> N
         assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
     finally:
         await opened.close()
+
+
+@pytest.mark.parametrize("thread_name", ["fhirbox-writer", "fhirbox-checkpoint"])
+def test_sqlite_that_cannot_start_its_threads_says_so_and_leaves_no_connection_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, thread_name: str
+) -> None:
+    """A process at its thread limit: opening the store fails with the store's own error, and every
+    connection it had opened is closed again (none left holding the database file)."""
+    from fhirbox.storage import sqlite as sqlite_store
+
+    opened: list[Any] = []
+    connect = sqlite_store._connect
+
+    def recording_connect(path: str) -> Any:
+        conn = connect(path)
+        opened.append(conn)
+        return conn
+
+    start = threading.Thread.start
+
+    def refusing_start(thread: threading.Thread) -> None:
+        if thread.name == thread_name:
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(sqlite_store, "_connect", recording_connect)
+    monkeypatch.setattr(threading.Thread, "start", refusing_start)
+    store = open_store(f"sqlite:///{tmp_path / 'fhirbox.db'}")
+    with pytest.raises(StoreUnavailable, match="can't start new thread"):
+        asyncio.run(store.open())
+    assert len(opened) >= 2
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")

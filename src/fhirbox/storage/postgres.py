@@ -745,12 +745,19 @@ class PostgresStore(Store):
         return fence
 
     async def _send_fences(self) -> None:
-        while (fence := self._next_fence) is not None:
-            # Requests that come while this query is out wait for the next one: it is sent after them.
-            self._next_fence = None
-            caught_up = await self._fence()
-            if not fence.done():
-                fence.set_result(caught_up)
+        fence: asyncio.Future[bool] | None = None
+        try:
+            while (fence := self._next_fence) is not None:
+                # Requests that come while this query is out wait for the next one: it is sent after them.
+                self._next_fence = None
+                caught_up = await self._fence()
+                if not fence.done():
+                    fence.set_result(caught_up)
+        finally:  # cancelled (a shutdown): no request is left waiting; each reads from the database
+            waiting, self._next_fence = self._next_fence, None
+            for left in (fence, waiting):
+                if left is not None and not left.done():
+                    left.set_result(False)
 
     async def _fence(self) -> bool:
         conn = self._feed_conn

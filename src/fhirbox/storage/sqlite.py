@@ -251,6 +251,7 @@ class SQLiteStore(Store):
         except BaseException:
             writer.close()
             raise
+        checkpoints: _Checkpointer | None = None
         try:
             self._reader = _connect(self.path)
             self._data_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
@@ -258,17 +259,19 @@ class SQLiteStore(Store):
                 "SELECT coalesce(max(version), 0) FROM resource"
             ).fetchone()[0]
             checkpoints = _Checkpointer(self.path)
-        except (OSError, sqlite3.Error) as exc:
+            thread = threading.Thread(
+                target=self._write_loop, args=(writer, checkpoints), name="fhirbox-writer", daemon=True
+            )
+            thread.start()  # RuntimeError when the process may not start another thread
+        except (OSError, sqlite3.Error, RuntimeError) as exc:
+            if checkpoints is not None:
+                checkpoints.stop()
             writer.close()
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
             raise self._cannot_open(exc) from None
-        self._thread = threading.Thread(
-            target=self._write_loop, args=(writer, checkpoints), name="fhirbox-writer"
-        )
-        self._thread.daemon = True
-        self._thread.start()
+        self._thread = thread
 
     def _cannot_open(self, error: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"cannot open SQLite database {self.path}: {error}")
@@ -598,7 +601,11 @@ class _Checkpointer:
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="fhirbox-checkpoint", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:
+            self._conn.close()
+            raise
 
     def request(self) -> bool:
         """Start a checkpoint unless the last one is not yet taken (then False: ask again later)."""
