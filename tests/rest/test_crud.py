@@ -266,3 +266,42 @@ async def test_a_trailing_newline_is_not_part_of_a_valid_type_or_id(root: httpx.
     assert created.status_code == 422
     assert (await root.put("/Patient/x%0A", json={})).status_code == 422
     assert (await root.get("/Patient")).json()["total"] == 0
+
+
+async def test_a_json_patch_that_keeps_doubling_the_resource_is_refused_and_changes_nothing(
+    root: httpx.AsyncClient,
+) -> None:
+    """Each `copy` of the whole resource into itself doubles it: forty of them (under 2 KB of body)
+    would make a resource of 2^40 nodes. The patch is refused once the result passes the body limit,
+    before it is built, and the resource stays as it was."""
+    await root.put("/Patient/grow", json={"name": "x"})
+    ops = [{"op": "add", "path": "/l", "value": []}]
+    ops += [{"op": "copy", "from": "", "path": "/l/-"} for _ in range(40)]
+    response = await root.patch("/Patient/grow", json=ops, headers=JSON_PATCH)
+    assert response.status_code == 413
+    assert response.json()["resourceType"] == "OperationOutcome"
+    stored = (await root.get("/Patient/grow")).json()
+    assert "l" not in stored
+
+
+async def test_a_json_patch_nesting_the_resource_too_deep_is_refused_and_searches_still_answer(
+    root: httpx.AsyncClient,
+) -> None:
+    """A chain 90 levels deep, copied into its own deepest object, nests 180 levels: past the body's
+    nesting limit the patch is refused (400) as such a body would be, and the type's search still
+    answers."""
+    await root.put("/Basic/deep", json={"code": "x"})
+    chain: dict[str, object] = {"c": 1}
+    for _ in range(89):
+        chain = {"c": chain}
+    ops = [
+        {"op": "add", "path": "/x", "value": chain},
+        {"op": "copy", "from": "/x", "path": "/x" + "/c" * 89 + "/d"},
+    ]
+    response = await root.patch("/Basic/deep", json=ops, headers=JSON_PATCH)
+    assert response.status_code == 400
+    assert "nested deeper" in response.json()["issue"][0]["diagnostics"]
+    search = await root.get("/Basic")
+    assert search.status_code == 200
+    assert search.json()["entry"][0]["resource"]["code"] == "x"
+    assert "x" not in search.json()["entry"][0]["resource"]

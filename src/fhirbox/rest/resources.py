@@ -226,7 +226,7 @@ class ResourceApi:
         id_: str,
         current: Stored | None,
         patch: Any,
-        content_type: str | None,
+        request: Request,
         limit: ResourceLimit | None,
     ) -> dict[str, Any]:
         """``current`` with ``patch`` applied, checked like a PUT body (before write hooks)."""
@@ -234,7 +234,13 @@ class ResourceApi:
             status = 404 if current is None else 410
             raise HttpError(status, f"Resource {type_}/{id_} not found")
         self.within_limit(limit, "update", type_, current.body)
-        result = apply_patch(self.rules.present(type_, current.body), patch, content_type)
+        result = apply_patch(
+            self.rules.present(type_, current.body),
+            patch,
+            request.headers.get("content-type"),
+            max_bytes=request.max_body_bytes,
+            max_depth=request.max_depth,
+        )
         if not isinstance(result, dict):
             raise HttpError(422, "The patched resource must be a JSON object")
         if result.get("resourceType", type_) != type_ or result.get("id", id_) != id_:
@@ -249,14 +255,13 @@ class ResourceApi:
         type_, id_ = self.target(request, writing=True)
         patch = await request.document()
         if_match = request.headers.get("if-match")
-        content_type = request.headers.get("content-type")
         limit = request.resource_limit
         if not self.rules.has_write_hooks(type_):
             # Nothing to prepare asynchronously: patch inside the write itself, so concurrent patches
             # of one resource are serialised by the store and none is lost or retried.
             def in_place(current: Stored | None) -> dict[str, Any]:
                 check_if_match(if_match, current)
-                return self.patched(type_, id_, current, patch, content_type, limit)
+                return self.patched(type_, id_, current, patch, request, limit)
 
             result = await self.write(request, principal, type_, id_, in_place)
             assert result.after is not None
@@ -266,7 +271,7 @@ class ResourceApi:
         for _ in range(_PATCH_RETRIES):
             current = await self.store.read(type_, id_)
             check_if_match(if_match, current)
-            patched = self.patched(type_, id_, current, patch, content_type, limit)
+            patched = self.patched(type_, id_, current, patch, request, limit)
             await self.rules.prepare(type_, patched)
             assert current is not None
             seen = current.version
