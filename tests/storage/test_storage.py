@@ -20,6 +20,7 @@ from fhirbox.storage.base import (
     UNCHANGED,
     Comparison,
     Filter,
+    MutationResult,
     NewResource,
     SearchQuery,
     SortKey,
@@ -223,6 +224,89 @@ async def test_two_store_instances_never_lose_each_others_updates(database_url: 
         assert stored is not None and stored.body["count"] == 40
     finally:
         await other.close()
+
+
+async def test_stores_sharing_a_database_write_one_resource_each_version_over_the_one_before(
+    database_url: str, store: Store
+) -> None:
+    """Three stores (three server processes) create one resource at once, then update it at once: one
+    creation wins, every update lands, and each version is written over the version before it (its
+    counter one more), whichever way the writes raced (PostgreSQL: without locks first, then under
+    them for the writes that lost a race)."""
+
+    class Exists(Exception):
+        pass
+
+    def create(n: int) -> Callable[[Stored | None], dict[str, Any]]:
+        def mutation(current: Stored | None) -> dict[str, Any]:
+            if current is not None:
+                raise Exists
+            return {"count": 1, "creator": n}
+
+        return mutation
+
+    def increment(current: Stored | None) -> dict[str, Any]:
+        assert current is not None
+        return {**current.body, "count": current.body["count"] + 1}
+
+    others = [open_store(database_url), open_store(database_url)]
+    for other in others:
+        await other.open()
+    stores = [store, *others]
+    try:
+        created = await asyncio.gather(
+            *(s.mutate("Counter", "shared", create(n)) for n in range(10) for s in stores),
+            return_exceptions=True,
+        )
+        assert sum(not isinstance(outcome, BaseException) for outcome in created) == 1
+        assert all(isinstance(outcome, Exists | MutationResult) for outcome in created)
+        await asyncio.gather(*(s.mutate("Counter", "shared", increment) for _ in range(30) for s in stores))
+        versions, total = await store.history("Counter", "shared", limit=200, offset=0)
+        assert total == 91
+        oldest_first = sorted(versions, key=lambda stored: stored.version)
+        assert [stored.body["count"] for stored in oldest_first] == list(range(1, 92))
+    finally:
+        for other in others:
+            await other.close()
+
+
+async def test_a_write_waits_for_the_process_holding_its_resources_lock_and_is_applied_after_it(
+    database_url: str, store: Store, backend: str
+) -> None:
+    """PostgreSQL: another process holding a resource's lock (it read the resource, found none, and is
+    deciding what to write) is never overtaken: a write of the same resource waits for it, and is
+    then applied over what it wrote instead of being overwritten by it."""
+    if backend != "postgres":
+        pytest.skip("SQLite has one writer per database file; there is no key lock to share")
+    import asyncpg
+
+    def increment(current: Stored | None) -> dict[str, Any]:
+        return {"count": (current.body["count"] if current else 0) + 1}
+
+    admin = await asyncpg.connect(database_url)
+    try:
+        holding = admin.transaction()
+        await holding.start()
+        await admin.execute("SELECT pg_advisory_xact_lock(hashtext('Counter'), hashtext('held'))")
+        assert await admin.fetchval("SELECT count(*) FROM resource WHERE id = 'held'") == 0
+        writing = asyncio.ensure_future(store.mutate("Counter", "held", increment))
+        waits = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        await eventually(lambda: admin.fetchval(waits))
+        assert not writing.done()
+        body = '{"resourceType": "Counter", "id": "held", "count": 10}'
+        await admin.execute(
+            "INSERT INTO resource (type, id, version, op, updated, body)"
+            " VALUES ('Counter', 'held', nextval('resource_version_seq'), 'create', $1, $2::jsonb)",
+            "2026-12-01T00:00:00.000000Z",
+            body,
+        )
+        await holding.commit()
+        result = await asyncio.wait_for(writing, 10)
+        assert result.after is not None and result.after.body["count"] == 11
+        stored = await store.read("Counter", "held")
+        assert stored is not None and stored.body["count"] == 11
+    finally:
+        await admin.close()
 
 
 # -- search -----------------------------------------------------------------------------------------

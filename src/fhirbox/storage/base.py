@@ -606,6 +606,10 @@ class Store(ABC):
             own.clear()  # forgetting costs at worst a second report of a few writes
         own.update(versions)
 
+    def _forget_own(self, versions: Iterable[int]) -> None:
+        """Forget versions noted by ``_note_own`` that were not committed after all."""
+        self._own_versions.difference_update(versions)
+
     def _written_here(self, version: int) -> bool:
         """True, and forgotten, when this process committed ``version`` (already reported)."""
         if version in self._own_versions:

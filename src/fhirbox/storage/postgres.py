@@ -1,10 +1,13 @@
 """PostgreSQL backend: JSONB bodies, a sequence for versions, advisory locks and LISTEN/NOTIFY.
 
-Every write is one transaction: an advisory lock on the resource's type and id serialises its writers
-(a row lock cannot cover a row that does not exist yet), the version comes from a sequence taken
-under that lock, and ``pg_notify`` in the same transaction tells every process sharing the database,
-at commit, which resource changed. Tables are created unqualified, so a ``search_path`` in the URL
-(``postgresql://.../db?search_path=tenant``) puts the whole store in that schema.
+Writes are committed in batches. A batch is read, decided and stored without a transaction of its own
+(two round trips); the statement that stores it takes an advisory lock on each resource's type and id
+(a row lock cannot cover a row that does not exist yet) and writes a resource only if its row is still
+the one read. The writes that lost that race are committed again in a transaction holding the locks
+from the read to the commit. Versions come from a sequence, and ``pg_notify`` in the same transaction
+tells every process sharing the database, at commit, which resource changed. Tables are created
+unqualified, so a ``search_path`` in the URL (``postgresql://.../db?search_path=tenant``) puts the
+whole store in that schema.
 """
 
 from __future__ import annotations
@@ -77,9 +80,12 @@ _NUL_ERRORS = (
 
 
 _NUL_MESSAGE = "PostgreSQL cannot store the character U+0000 in a resource or its id"
-# Writes committed together at most (one transaction), and how many batches commit at a time.
-MAX_BATCH = 256
-WRITERS = 1
+# Writes committed together at most (one transaction), and how many batches commit at a time: with
+# 32 connections, three batches of up to 16 keep PostgreSQL working while the event loop serves the
+# next requests (one writer taking every write waiting made one batch of 32 and left each side idle
+# while the other worked: docs/decisions.md).
+MAX_BATCH = 16
+WRITERS = 3
 # The advisory lock of each (type, id) of a batch, in one order, then ``$3`` versions taken under
 # them: the locks are an aggregate, complete before the first version is drawn.
 _LOCK_AND_NUMBER = (
@@ -131,6 +137,77 @@ _WRITE_VERSIONS_AND_EVENTS = (
 )
 
 
+# The current version of several resources, and ``$3`` versions drawn (one row, its resource columns
+# null, when none of them exists): what a batch written without locks starts from.
+_NUMBER_AND_READ = (
+    "SELECT n.versions, r.type, r.id, r.version, r.op, r.body FROM"  # noqa: S608 (fixed SQL fragments)
+    " (SELECT array_agg(nextval('resource_version_seq')) AS versions FROM generate_series(1, $3)) AS n"
+    " LEFT JOIN LATERAL (" + _READ_MANY + ") AS r ON true"
+)
+# A batch decided over rows read without locks, stored in one statement (one transaction), each write's
+# rows only if its resource is still as read (``expected``: the version read, null when there was none).
+# ``guard`` ties a row to the write whose resource decides its fate (-1: stored in any case); ``checked``
+# marks a write's own resource (the others are resources attached to it, new ones, stored as creations
+# whatever is under their id). The guards of the writes that won are returned: the others wrote nothing.
+# The locks (the same as ``_LOCK_AND_NUMBER``'s, in the same order) are taken before the first row of
+# ``v``, so a process holding one from its read to its commit (``_commit_locked``, or an older fhirbox
+# during an upgrade) is waited for, then seen: an UPDATE re-checks a row changed meanwhile, an INSERT
+# meets the row committed meanwhile. Versions were drawn with the read: one committed since is larger,
+# and has changed the row, so the write loses and versions of a resource still grow in commit order.
+_UNLESS_RACED = (
+    "WITH locked AS ("
+    " SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(hashtext(t), hashtext(i))"
+    " FROM unnest($1::text[], $2::text[], $10::bool[]) AS k(t, i, checked) WHERE checked"
+    " ORDER BY hashtext(t), hashtext(i)) AS l"
+    "), v AS ("
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $6::jsonb[], $7::bool[],"
+    " $8::bigint[], $9::int[], $10::bool[])"
+    " AS v(type, id, version, op, body, latest, expected, guard, checked)"
+    " WHERE (SELECT n FROM locked) >= 0"
+    "), created AS ("
+    " INSERT INTO resource (type, id, version, op, updated, body)"
+    " SELECT type, id, version, op, $5, body FROM v WHERE latest AND checked AND expected IS NULL"
+    " ON CONFLICT (type, id) DO NOTHING RETURNING type, id"
+    "), changed AS ("
+    " UPDATE resource AS r SET version = v.version, op = v.op, updated = $5, body = v.body FROM v"
+    " WHERE v.latest AND v.checked AND v.expected IS NOT NULL"
+    " AND r.type = v.type AND r.id = v.id AND r.version = v.expected"
+    " RETURNING r.type, r.id"
+    "), won AS ("
+    " SELECT v.guard FROM v JOIN (SELECT type, id FROM created UNION ALL SELECT type, id FROM changed) AS w"
+    " ON v.type = w.type AND v.id = w.id AND v.latest AND v.checked"
+    " UNION ALL SELECT -1"
+    "), kept AS ("
+    " SELECT * FROM v WHERE guard IN (SELECT guard FROM won)"
+    "), attached AS ("
+    " INSERT INTO resource (type, id, version, op, updated, body)"
+    " SELECT type, id, version, op, $5, body FROM kept WHERE latest AND NOT checked"
+    " ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, op = excluded.op,"
+    " updated = excluded.updated, body = excluded.body"
+    "), past AS ("
+    " INSERT INTO history (type, id, version, op, updated, body)"
+    " SELECT type, id, version, op, $5, body FROM kept"
+    ")"
+)
+_WON = (
+    " SELECT array_agg(guard) FROM won"
+    " WHERE (SELECT count(pg_notify($11, type || '/' || id || '/' || version)) FROM kept) >= 0"
+)
+_WRITE_UNLESS_RACED = _UNLESS_RACED + _WON
+# The same, and the batch's AuditEvents, each kept or dropped with the write it belongs to.
+_WRITE_UNLESS_RACED_AND_EVENTS = (
+    _UNLESS_RACED  # noqa: S608 (fixed SQL fragments only)
+    + ", appended AS ("
+    " INSERT INTO audit_event (type, id, version, op, updated, body)"
+    " SELECT type, id, 1, 'create', updated, body::jsonb"
+    " FROM unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::int[])"
+    " AS a(type, id, updated, body, guard)"
+    " WHERE guard IN (SELECT guard FROM won)"
+    " ON CONFLICT (type, id) DO UPDATE SET updated = excluded.updated, body = excluded.body"
+    ")" + _WON
+)
+
+
 @dataclass(slots=True)
 class _Write:
     """One ``mutate`` call waiting for the writer."""
@@ -166,6 +243,75 @@ def _fail(write: _Write, error: BaseException, cause: BaseException | None) -> N
         if cause is not None:
             error.__cause__ = cause
         write.future.set_exception(error)
+
+
+@dataclass(slots=True)
+class _Decided:
+    """What a batch's writes decided over the rows read: each write's answer, and the rows to store.
+
+    Each row carries its guard: the index (in ``keys``) of the resource whose write decides its fate,
+    or -1 for the rows of a write that changed no resource of its own (they are stored in any case);
+    ``checked`` marks a write's own resource, the one whose row must still be as read."""
+
+    when: str
+    settled: list[tuple[_Write, Any, BaseException | None]]
+    guards: list[int]  # by settled entry: the guard of its write
+    written: list[tuple[Stored, int, bool]]
+    appended: list[tuple[Appended, int]]
+
+
+async def _decide(
+    batch: list[_Write],
+    keys: dict[tuple[str, str], int],
+    current: dict[tuple[str, str], Stored | None],
+    versions: _Versions,
+    when: str,
+) -> _Decided:
+    """Apply each write of ``batch`` in order to the rows read (``current``, updated as it goes, so a
+    resource written twice in a batch is written over its first new version)."""
+    decided = _Decided(when, [], [], [], [])
+    for write in batch:
+        await versions.ensure(1)
+        key = (write.type_, write.id_)
+        before = current.get(key)
+        try:
+            outcome = write.mutation(before)
+            after = next_version(write.type_, write.id_, before, outcome, versions.peek(), when)
+            result = MutationResult(before, before if after is None else after)
+            added = tuple(write.attach(result)) if write.attach is not None else ()
+            if any(_has_nul(resource.type, resource.id) for resource in added):
+                raise UnstorableValue(_NUL_MESSAGE)
+            created, rows = split_added(added)
+        except Exception as error:
+            decided.settled.append((write, None, error))
+            decided.guards.append(-1)
+            continue
+        guard = -1
+        if after is not None:
+            guard = keys[key]
+            versions.take()
+            current[key] = after
+            decided.written.append((after, guard, True))
+        decided.appended.extend((row, guard) for row in rows)
+        await versions.ensure(len(created))
+        for resource in created:
+            new = next_version(resource.type, resource.id, None, dict(resource.body), versions.take(), when)
+            assert new is not None
+            decided.written.append((new, guard, False))
+        decided.settled.append((write, (result, added), None))
+        decided.guards.append(guard)
+    return decided
+
+
+def _answer(settled: list[tuple[_Write, Any, BaseException | None]]) -> None:
+    """Answer each write (unless its caller gave up)."""
+    for write, value, failure in settled:
+        if write.future.done():
+            continue
+        if failure is not None:
+            write.future.set_exception(failure)
+        else:
+            write.future.set_result(value)
 
 
 def _has_nul(*texts: str) -> bool:
@@ -526,8 +672,8 @@ class PostgresStore(Store):
                 return
 
     async def _commit_batch(self, batch: list[_Write]) -> None:
-        """Commit ``batch`` in one transaction (the writer's commit path): on a database error, each
-        write is committed alone, so one bad write fails only itself."""
+        """Commit ``batch`` (the writer's commit path): on a database error, each write is committed
+        alone, so one bad write fails only itself."""
         try:
             started = time.perf_counter()
             await self._commit(batch)
@@ -547,7 +693,75 @@ class PostgresStore(Store):
                 await self._commit_batch([write])
 
     async def _commit(self, batch: list[_Write]) -> None:
-        """Lock, read, decide and write every write of ``batch`` in one transaction, then answer each.
+        """Commit every write of ``batch``, then answer each: first without a transaction or locks
+        (two round trips), then, for the writes another process changed meanwhile, under locks."""
+        async with self._connection() as conn:
+            raced = await self._commit_unlocked(conn, batch)
+            if raced:
+                await self._commit_locked(conn, raced)
+
+    async def _commit_unlocked(self, conn: asyncpg.Connection, batch: list[_Write]) -> list[_Write]:
+        """Read the current rows and draw versions in one query, decide every write, and store them
+        with one statement (its own transaction) that writes a resource only if its row is still the
+        one read: an UPDATE re-checks the row's version once any concurrent writer has committed, an
+        INSERT of a new resource yields to a row committed meanwhile. Every write is answered but
+        those that lost (another process wrote the same resource in between): they are returned,
+        nothing of them stored."""
+        keys = {key: index for index, key in enumerate(dict.fromkeys((w.type_, w.id_) for w in batch))}
+        types, ids = [key[0] for key in keys], [key[1] for key in keys]
+        current: dict[tuple[str, str], Stored | None] = {}
+        drawn: list[int] = []
+        for row in await conn.fetch(_NUMBER_AND_READ, types, ids, 2 * len(batch)):
+            drawn = row["versions"]
+            if row["type"] is not None:
+                current[(row["type"], row["id"])] = _row_to_stored(row["type"], row["id"], row)
+        read = {key: stored.version for key, stored in current.items() if stored is not None}
+        decided = await _decide(batch, keys, current, _Versions(conn, drawn), now_iso())
+        written, appended = decided.written, decided.appended
+        lost: set[int] = set()
+        if written or appended:
+            latest = {(row.type, row.id): index for index, (row, _, _) in enumerate(written)}
+            # Noted before the statement commits, which is when their notifications may arrive.
+            self._note_own(row.version for row, _, _ in written)
+            events = (
+                [
+                    [row.type for row, _ in appended],
+                    [row.id for row, _ in appended],
+                    [row.updated for row, _ in appended],
+                    [row.text for row, _ in appended],
+                    [guard for _, guard in appended],
+                ]
+                if appended
+                else []
+            )
+            won = await conn.fetchval(
+                _WRITE_UNLESS_RACED_AND_EVENTS if appended else _WRITE_UNLESS_RACED,
+                [row.type for row, _, _ in written],
+                [row.id for row, _, _ in written],
+                [row.version for row, _, _ in written],
+                [row.op for row, _, _ in written],
+                decided.when,
+                [orjson.dumps(row.body).decode() for row, _, _ in written],
+                [latest[(row.type, row.id)] == index for index, (row, _, _) in enumerate(written)],
+                [read.get((row.type, row.id)) for row, _, _ in written],
+                [guard for _, guard, _ in written],
+                [checked for _, _, checked in written],
+                self._channel,
+                *events,
+            )
+            lost = {guard for _, guard, checked in written if checked} - set(won)
+            if lost:
+                self._forget_own(row.version for row, guard, _ in written if guard in lost)
+        _answer(
+            [entry for entry, guard in zip(decided.settled, decided.guards, strict=True) if guard not in lost]
+        )
+        return [
+            entry[0] for entry, guard in zip(decided.settled, decided.guards, strict=True) if guard in lost
+        ]
+
+    async def _commit_locked(self, conn: asyncpg.Connection, batch: list[_Write]) -> None:
+        """Lock, read, decide and write every write of ``batch`` in one transaction, then answer each:
+        the writes that lost a race in ``_commit_unlocked``.
 
         Five round trips whatever the batch size: BEGIN; the advisory locks (taken in one order, so two
         processes' batches cannot deadlock) and a block of versions taken under them, so the versions
@@ -556,44 +770,16 @@ class PostgresStore(Store):
         """
         keys = list(dict.fromkeys((write.type_, write.id_) for write in batch))
         types, ids = [key[0] for key in keys], [key[1] for key in keys]
-        settled: list[tuple[_Write, Any, BaseException | None]] = []
-        written: list[Stored] = []
-        appended: list[Appended] = []
-        when = now_iso()
-        async with self._connection() as conn, conn.transaction():
+        async with conn.transaction():
             versions = _Versions(conn, await conn.fetchval(_LOCK_AND_NUMBER, types, ids, 2 * len(batch)))
             current: dict[tuple[str, str], Stored | None] = {
                 (row["type"], row["id"]): _row_to_stored(row["type"], row["id"], row)
                 for row in await conn.fetch(_READ_CURRENT, types, ids)
             }
-            for write in batch:
-                await versions.ensure(1)
-                key = (write.type_, write.id_)
-                before = current.get(key)
-                try:
-                    outcome = write.mutation(before)
-                    after = next_version(write.type_, write.id_, before, outcome, versions.peek(), when)
-                    result = MutationResult(before, before if after is None else after)
-                    added = tuple(write.attach(result)) if write.attach is not None else ()
-                    if any(_has_nul(resource.type, resource.id) for resource in added):
-                        raise UnstorableValue(_NUL_MESSAGE)
-                    created, rows = split_added(added)
-                except Exception as error:
-                    settled.append((write, None, error))
-                    continue
-                if after is not None:
-                    versions.take()
-                    current[key] = after
-                    written.append(after)
-                appended.extend(rows)
-                await versions.ensure(len(created))
-                for resource in created:
-                    new = next_version(
-                        resource.type, resource.id, None, dict(resource.body), versions.take(), when
-                    )
-                    assert new is not None
-                    written.append(new)
-                settled.append((write, (result, added), None))
+            index = {key: n for n, key in enumerate(keys)}
+            decided = await _decide(batch, index, current, versions, now_iso())
+            written = [row for row, _, _ in decided.written]
+            appended = [row for row, _ in decided.appended]
             if written or appended:
                 # Reported by ``mutate`` in this process: the notifications need not report them again
                 # (noted before COMMIT, which is when they may arrive).
@@ -616,19 +802,13 @@ class PostgresStore(Store):
                     [row.id for row in written],
                     [row.version for row in written],
                     [row.op for row in written],
-                    when,
+                    decided.when,
                     [orjson.dumps(row.body).decode() for row in written],
                     [latest[(row.type, row.id)] == index for index, row in enumerate(written)],
                     self._channel,
                     *events,
                 )
-        for write, value, failure in settled:
-            if write.future.done():
-                continue
-            if failure is not None:
-                write.future.set_exception(failure)
-            else:
-                write.future.set_result(value)
+        _answer(decided.settled)
 
     async def purge(self, type_: str, path: tuple[str, ...], below: float) -> int:
         async with self._connection() as conn, conn.transaction():
