@@ -146,3 +146,47 @@ async def test_refresh_token_expiration_slides_from_last_use(
     assert (await session_of(client))["refresh_token_exp"] >= first + 90
     clock.advance(90)  # 180 s after the first token, 90 s after the last refresh
     assert (await refresh(client, "api-client", response.json()["refresh_token"])).status_code == 200
+
+
+async def test_a_refresh_grants_no_scope_the_client_has_lost_since(client: httpx.AsyncClient) -> None:
+    """Root narrows a client's scope: its refresh tokens keep only what the client may still have (the
+    Session and the new token alike), and a Session left with none of its scopes is invalid_grant."""
+    scopes = ["system/Patient.rs", "system/Observation.cruds"]
+    await put_client(client, "narrowed", {**client_body(refresh_token=True), "scope": scopes})
+    policy = {"engine": "allow", "link": [{"reference": "Client/narrowed"}]}
+    assert (await client.put("/AccessPolicy/narrowed", json=policy, auth=ROOT)).status_code == 201
+    issued = await get_token(client, "narrowed")
+    assert issued["scope"] == " ".join(scopes)
+    before = await client.put(
+        "/Observation/o1", json={"status": "final"}, headers=bearer(issued["access_token"])
+    )
+    assert before.status_code == 201
+    await put_client(client, "narrowed", {**client_body(refresh_token=True), "scope": ["system/Patient.rs"]})
+    response = await refresh(client, "narrowed", issued["refresh_token"])
+    assert response.status_code == 200, response.text
+    refreshed = response.json()
+    assert refreshed["scope"] == "system/Patient.rs"
+    write = await client.put(
+        "/Observation/o1", json={"status": "amended"}, headers=bearer(refreshed["access_token"])
+    )
+    assert write.status_code == 403
+    read = await client.get("/Patient", headers=bearer(refreshed["access_token"]))
+    assert read.status_code == 200
+    found = (await client.get("/Session", params={"client.id": "narrowed"}, auth=ROOT)).json()
+    assert found["entry"][0]["resource"]["scope"] == ["system/Patient.rs"]
+
+    await put_client(client, "narrowed", {**client_body(refresh_token=True), "scope": ["system/Device.rs"]})
+    none_left = await refresh(client, "narrowed", refreshed["refresh_token"])
+    assert none_left.status_code == 400
+    assert none_left.json()["error"] == "invalid_grant"
+
+
+async def test_a_refresh_for_an_audience_the_client_may_no_longer_use_is_invalid_grant(
+    client: httpx.AsyncClient,
+) -> None:
+    await put_client(client, "moved", client_body(refresh_token=True, audience=["https://old.example"]))
+    issued = await get_token(client, "moved", audience="https://old.example")
+    await put_client(client, "moved", client_body(refresh_token=True, audience=["https://new.example"]))
+    response = await refresh(client, "moved", issued["refresh_token"])
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"

@@ -210,10 +210,15 @@ class Session:
         return body
 
     def rotate_refresh(
-        self, presented: str, tokens: TokenHashes, now: float, retention: int
+        self, presented: str, tokens: TokenHashes, scope: list[str] | None, now: float, retention: int
     ) -> dict[str, Any]:
-        """The body with new tokens, ``presented`` (the old refresh hash) remembered as rotated away."""
+        """The body with new tokens and the ``scope`` they were granted, ``presented`` (the old refresh
+        hash) remembered as rotated away."""
         body = _editable(self.body)
+        if scope:
+            body["scope"] = scope
+        else:
+            body.pop("scope", None)
         body["refresh_token_history"] = [presented, *self.body.get("refresh_token_history", ())][
             :REFRESH_HISTORY
         ]

@@ -25,6 +25,7 @@ from fhirbox.oauth.errors import InvalidGrant, InvalidRequest, UnauthorizedClien
 from fhirbox.oauth.grants import Issuance, IssuingGrant
 from fhirbox.oauth.issuance import IssuedTokens, issue_tokens, token_response
 from fhirbox.oauth.sessions import close_session
+from fhirbox.oauth.smart_scopes import InvalidSmartScope, granted_scopes
 from fhirbox.oauth.token_formats import session_id_of, token_hash
 from fhirbox.storage.base import Appended, Stored
 
@@ -38,6 +39,26 @@ class _Reused(Exception):
     def __init__(self, session: Session) -> None:
         super().__init__()
         self.session = session
+
+
+def refreshed_scope(allowed: tuple[str, ...] | None, held: list[str] | None) -> list[str] | None:
+    """The scope a refresh grants: never more than the Session was granted (RFC 6749 §6), and never
+    more than the client may have now (its ``scope`` narrowed since: what it lost is dropped; none of
+    it left is ``invalid_grant``). A Session granted no scope gets what a new token would."""
+    if held is None:
+        return list(allowed) if allowed else None
+    if allowed is None:
+        return held
+    kept = []
+    for scope in held:
+        try:
+            granted_scopes(allowed, [scope])
+        except (InvalidSmartScope, LookupError):
+            continue
+        kept.append(scope)
+    if not kept:
+        raise InvalidGrant("This client may no longer have any of this session's scopes")
+    return kept
 
 
 class RefreshTokenGrant(IssuingGrant):
@@ -59,6 +80,9 @@ class RefreshTokenGrant(IssuingGrant):
         presented = token_hash(token)
         agent = Agent(client.id, request.client_addr)
         session = await self._session_of(token, presented, client, now, agent)
+        if session.audience is not None and not config.allows_audience(session.audience):
+            raise InvalidGrant("This session's audience is no longer allowed for this client")
+        scope = refreshed_scope(config.scope, session.scope)
         tokens = issue_tokens(
             self.jwts,
             config,
@@ -66,7 +90,7 @@ class RefreshTokenGrant(IssuingGrant):
             client_id=client.id,
             now=now,
             audience=session.audience,
-            scope=session.scope,
+            scope=scope,
             issuer=request.issuer,
         )
         if tokens.refresh_token is None:
@@ -82,8 +106,8 @@ class RefreshTokenGrant(IssuingGrant):
                 ),
             ),
         )
-        await self._rotate(session.id, presented, tokens, agent, refreshed)
-        return token_response(tokens, now, session.scope)
+        await self._rotate(session.id, presented, tokens, scope, agent, refreshed)
+        return token_response(tokens, now, scope)
 
     async def _session_of(
         self, token: str, presented: str, client: Client, now: int, agent: Agent
@@ -113,6 +137,7 @@ class RefreshTokenGrant(IssuingGrant):
         session_id: str,
         presented: str,
         tokens: IssuedTokens,
+        scope: list[str] | None,
         agent: Agent,
         refreshed: Appended | None,
     ) -> None:
@@ -126,7 +151,7 @@ class RefreshTokenGrant(IssuingGrant):
                 raise _Reused(session)
             if not session.active:
                 raise InvalidGrant("The session was revoked")
-            return session.rotate_refresh(presented, tokens.hashes(), self.clock(), self.retention)
+            return session.rotate_refresh(presented, tokens.hashes(), scope, self.clock(), self.retention)
 
         try:
             result = await self.store.mutate(
