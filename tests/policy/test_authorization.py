@@ -264,3 +264,27 @@ async def test_route_parameters_cannot_come_from_the_query_string(
         assert "resource/" in response.json()["issue"][0]["diagnostics"]
     assert (await root.get("/Patient?vid=1")).status_code == 400
     assert (await root.get("/Patient")).json()["total"] == 1
+
+
+async def test_a_policy_on_the_uri_sees_the_path_as_routed_whatever_its_extra_slashes(
+    root: httpx.AsyncClient, api_client: ClientMaker
+) -> None:
+    """A policy allowing everything but ``/Client...`` cannot be slipped past with ``//Client/x``,
+    ``/Client/x/`` or an encoded slash: routing reads those as ``/Client/x``, and so does the policy."""
+    narrow = await api_client("narrow")
+    policy = {
+        "engine": "matcho",
+        "link": [{"reference": "Client/narrow"}],
+        "matcho": {"uri": {"$not": "#^/(Client|AccessPolicy)(/.*)?$"}},
+    }
+    assert (await root.put("/AccessPolicy/no-clients", json=policy)).status_code == 201
+    assert (await narrow.get("/Patient")).status_code == 200
+    assert (await narrow.get("/Client/narrow")).status_code == 403
+    for path in ("//Client/narrow", "/Client/narrow/", "/%2FClient/narrow", "/Client//narrow"):
+        request = narrow.build_request("GET", "/Client/narrow")
+        request.url = request.url.copy_with(raw_path=path.encode())
+        response = await narrow.send(request)
+        assert response.status_code == 403, (path, response.text)
+    request = narrow.build_request("GET", "/Patient")
+    request.url = request.url.copy_with(raw_path=b"//Patient/")
+    assert (await narrow.send(request)).status_code == 200

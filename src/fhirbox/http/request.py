@@ -59,7 +59,11 @@ class Request:
         self.scope = scope
         self._receive = receive
         self.method: str = scope["method"]
-        self.path: str = scope["path"]
+        path: str = scope["path"]
+        if "//" in path or (path.endswith("/") and path != "/"):
+            path = canonical_path(path)
+        # What routing matched and what AccessPolicies see (``uri``) are one and the same path.
+        self.path = path
         self.query_string: str = scope.get("query_string", b"").decode("latin-1")
         headers: dict[str, str] = {}
         repeated: dict[str, list[str]] | None = None
@@ -175,3 +179,9 @@ class Request:
             max_nodes=max(self.max_body_bytes, 1024),
             max_bytes=self.max_body_bytes,
         )
+
+
+def canonical_path(path: str) -> str:
+    """``path`` without empty segments: ``//Client/x/`` is ``/Client/x``, as the router reads it; an
+    AccessPolicy matching ``uri`` must see that same path, or a doubled slash would slip past it."""
+    return "/" + "/".join(segment for segment in path.split("/") if segment)
