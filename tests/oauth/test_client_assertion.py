@@ -429,3 +429,33 @@ async def test_replayed_assertion_is_recorded_as_a_replay(client: httpx.AsyncCli
     assert events[0]["outcome"] == "8"
     assert events[0]["agent"][0]["who"]["reference"] == "Client/backend"
     assert signed not in str(events[0])
+
+
+async def test_an_assertion_is_never_checked_against_a_url_taken_from_forwarded_headers(
+    settings: Settings,
+) -> None:
+    """Behind a trusted proxy without FHIRBOX_BASE_URL, this server's URL is the forwarded host, which
+    whoever sends the request picks: an assertion made for another authorization server, sent with that
+    server's name as the host, would name "this" server. Assertions are refused, saying what to set;
+    with FHIRBOX_BASE_URL set, only that URL is the audience, whatever the forwarded host."""
+    proxy_address = "10.9.9.9"
+    elsewhere = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil-as.example"}
+    other_server = "https://evil-as.example/auth/token"
+    async with started_app(settings, base_url=None, trusted_proxies=proxy_address) as app:
+        async with from_address(app, proxy_address) as proxy:
+            await put_client(proxy, "backend", assertion_client(ES384))
+            response = await proxy.post(
+                "/auth/token",
+                data=token_form(assertion(ES384, "backend", aud=other_server)),
+                headers=elsewhere,
+            )
+            refused(response, "set FHIRBOX_BASE_URL")
+    base = "https://fhir.example.com"
+    async with started_app(settings, base_url=base, trusted_proxies=proxy_address) as app:
+        async with from_address(app, proxy_address) as proxy:
+            await put_client(proxy, "backend", assertion_client(ES384))
+            replayed = token_form(assertion(ES384, "backend", aud=other_server))
+            refused(await proxy.post("/auth/token", data=replayed, headers=elsewhere), "aud")
+            ours = token_form(assertion(ES384, "backend", aud=base + "/auth/token"))
+            accepted = await proxy.post("/auth/token", data=ours, headers=elsewhere)
+            assert accepted.status_code == 200, accepted.text

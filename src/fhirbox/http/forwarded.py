@@ -128,6 +128,7 @@ class Forwarding:
         request.client_addr = address
         if not self.configured:
             request.base_url = self._base_url(request, protos, hosts, max(hops, 1))
+            request.base_url_forwarded = True
 
     def _base_url(self, request: Request, protos: list[str], hosts: list[str], hops: int) -> str:
         """The proto and host the outermost trusted proxy received (the one ``hops`` from the right of

@@ -31,6 +31,7 @@ class Request:
         "_query_invalid",
         "_receive",
         "base_url",
+        "base_url_forwarded",
         "body_timeout",
         "client_addr",
         "client_id",
@@ -92,6 +93,8 @@ class Request:
         # (``http/forwarded.py``): everything reads these two, never the headers or the scope.
         self.client_addr: str = str(client[0]) if client else ""
         self.base_url: str = ""
+        # The base URL came from a trusted proxy's forwarded host (no ``FHIRBOX_BASE_URL``).
+        self.base_url_forwarded = False
         # Set by the SMART scope check when the token's scopes limit which resources the request may
         # touch (``policy/scope_enforcement.py``); None: no such limit.
         self.resource_limit: ResourceLimit | None = None

@@ -50,6 +50,8 @@ class OAuthRequest:
     assertion_client_id: str | None = None
     # The path of the endpoint called (an assertion's aud may name its URL).
     path: str = "/auth/token"
+    # ``issuer`` came from a proxy's forwarded host: an assertion's aud cannot be checked against it.
+    issuer_forwarded: bool = False
 
     @property
     def auth_method(self) -> AuthMethod:
@@ -158,7 +160,15 @@ async def read_oauth_request(request: Request) -> OAuthRequest:
         if assertion_type != JWT_BEARER:
             raise InvalidClientAssertion(f"Unsupported client_assertion_type; supported: {JWT_BEARER}")
         return OAuthRequest(
-            params, (), False, request.client_addr, request.base_url, assertion, body_id or None, request.path
+            params,
+            (),
+            False,
+            request.client_addr,
+            request.base_url,
+            assertion,
+            body_id or None,
+            request.path,
+            request.base_url_forwarded,
         )
     if header:
         if body_secret is not None:
@@ -192,6 +202,13 @@ class ClientAuthentication:
         429 ``invalid_client`` when throttled, 503 when secret hashes are backed up."""
         if oauth.assertion is None:
             return await authenticate_client(self.clients, oauth)
+        if oauth.issuer_forwarded:
+            # RFC 7523 §3: the aud is this server's identity. Taken from the Host a proxy passes on, any
+            # authorization server's assertions (sent with its name as Host) would pass.
+            raise InvalidClientAssertion(
+                "Client assertions cannot be checked: this server's URL comes from forwarded headers"
+                " (FHIRBOX_TRUSTED_PROXIES without FHIRBOX_BASE_URL); set FHIRBOX_BASE_URL"
+            )
         # A failed assertion counts against its address and the client it names, as a wrong secret does.
         issuer = unverified_issuer(oauth.assertion)
         named = [issuer] if issuer is not None else []
