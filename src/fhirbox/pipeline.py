@@ -224,11 +224,14 @@ class Pipeline:
         """A request made inside the server for ``origin``: JSON answers, its body already at hand."""
         headers = [(b"accept", b"application/json")]
         if content_type is not None:
-            headers.append((b"content-type", content_type.encode("latin-1")))
+            headers.append((b"content-type", content_type.encode("latin-1", "replace")))
         if body:
             headers.append((b"content-length", str(len(body)).encode()))
+        # A value from a form (a console page's ETag) may hold what a header cannot: it is sent as
+        # "?", which matches nothing (a stale ETag: 412), rather than failing the request.
         headers.extend(
-            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
+            (name.lower().encode("latin-1"), value.encode("latin-1", "replace"))
+            for name, value in extra_headers
         )
         scope = {
             "type": "http",

@@ -314,3 +314,48 @@ async def test_an_audit_range_beyond_the_calendar_in_utc_is_a_problem_shown_not_
             answer = await http.get("/ui/audit", params={name: value})
             assert answer.status_code == 200, answer.text[:300]
             assert "not a date-time" in answer.text
+
+
+async def test_form_values_no_header_or_integer_can_hold_are_refused_not_a_500(
+    app: App, root: httpx.AsyncClient
+) -> None:
+    """A signed-in user (or a page tampered with) posting what no header can carry or no JSON integer
+    can hold gets an answer: the default page to go back to, the API's 422, a stale-ETag refusal, a
+    policy error without a line number. Never a 500, never a dropped connection."""
+    await root.put(
+        "/Client/svc", json={"secret": "svc-secret-0123456789", "grant_types": ["client_credentials"]}
+    )
+    token = (
+        await root.post(
+            "/auth/token", data={"grant_type": "client_credentials"}, auth=("svc", "svc-secret-0123456789")
+        )
+    ).json()["access_token"]
+    session_id = token.split(".")[0]
+    async with console_client(app) as http:
+        csrf = await sign_in(http, ROOT_ID, ROOT_SECRET)
+        for back in ("/ui/\u2028", "/ui/x\r\nX-Injected: 1"):
+            closed = await http.post(f"/ui/sessions/{session_id}/close", data={"csrf": csrf, "back": back})
+            assert closed.status_code == 303
+            assert closed.headers["location"] == "/ui/sessions?closed=1"
+        huge = "9" * 30
+        created = await http.post(
+            "/ui/clients",
+            data={
+                "csrf": csrf,
+                "id": "big",
+                "grant_types": "client_credentials",
+                "access_token_expiration": huge,
+            },
+        )
+        assert created.status_code == 422
+        assert "access_token_expiration" in created.text
+        stale = await http.post(
+            "/ui/clients/svc", data={"csrf": csrf, "grant_types": "client_credentials", "etag": 'W/"\u2028"'}
+        )
+        assert stale.status_code in (409, 412), stale.text
+        engine = "line " + "1" * 5000
+        policy = await http.post(
+            "/ui/policies",
+            data={"csrf": csrf, "id": "odd", "format": "yaml", "text": f"engine: '{engine}'\n"},
+        )
+        assert policy.status_code == 422

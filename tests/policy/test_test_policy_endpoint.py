@@ -107,3 +107,22 @@ async def test_only_root_may_test_policies(
     response = await admin.post("/auth/test-policy", json=body)
     assert response.status_code == 403
     assert response.json() == FORBIDDEN
+
+
+async def test_a_bearer_jwt_whose_claims_json_cannot_carry_is_no_jwt_not_a_500(
+    root: httpx.AsyncClient,
+) -> None:
+    """The unverified claims are echoed back as JSON: an integer past 64 bits or a payload nested past
+    what a parser recurses into leaves the request without ``jwt`` instead of failing it."""
+    import base64
+
+    def unsigned(payload: str) -> str:
+        part = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+        return f"eyJhbGciOiJIUzI1NiJ9.{part}.c2ln"
+
+    policy = {"engine": "matcho", "matcho": {"request-method": "get"}}
+    for payload in ('{"n": ' + "9" * 30 + "}", '{"n": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        request = {"request-method": "get", "headers": {"authorization": f"Bearer {unsigned(payload)}"}}
+        response = await root.post("/auth/test-policy", json={"request": request, "policy": policy})
+        assert response.status_code == 200, response.text
+        assert "jwt" not in response.json()["request"]

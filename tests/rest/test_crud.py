@@ -305,3 +305,10 @@ async def test_a_json_patch_nesting_the_resource_too_deep_is_refused_and_searche
     assert search.status_code == 200
     assert search.json()["entry"][0]["resource"]["code"] == "x"
     assert "x" not in search.json()["entry"][0]["resource"]
+
+
+async def test_a_version_number_too_long_for_an_int_is_not_found(root: httpx.AsyncClient) -> None:
+    await root.put("/Patient/long-vid", json={})
+    response = await root.get("/Patient/long-vid/_history/" + "1" * 5000)
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"

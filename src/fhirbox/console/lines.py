@@ -9,7 +9,7 @@ import re
 
 import yaml
 
-_LINE = re.compile(r"\bline (\d+)")
+_LINE = re.compile(r"\bline (\d{1,9})\b")
 _FIELD = re.compile(r"^(?:Invalid AccessPolicy: )?([A-Za-z0-9_\-/$.\[\]]+): ")
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import jwt
+import orjson
 
 from fhirbox.auth.principal import Principal
 from fhirbox.http.errors import HttpError
@@ -87,6 +88,8 @@ def unverified_claims(authorization: str) -> dict[str, Any] | None:
         return None
     try:
         claims = jwt.decode(token.strip(), options={"verify_signature": False})
-    except jwt.PyJWTError:
+        # What orjson cannot write back (an integer past 64 bits, nesting past 255) is not a JWT here.
+        orjson.dumps(claims)
+    except (jwt.PyJWTError, RecursionError, TypeError):
         return None
     return claims if isinstance(claims, dict) else None

@@ -179,7 +179,8 @@ class ResourceApi:
     async def vread(self, request: Request, principal: Principal | None) -> Response:
         type_, id_ = self.target(request)
         vid = request.path_params["vid"]
-        known = vid.isascii() and vid.isdigit() and int(vid) <= _MAX_VERSION
+        # At most 19 digits before int(): a longer string may pass int()'s digit limit (ValueError).
+        known = vid.isascii() and vid.isdigit() and len(vid) <= 19 and int(vid) <= _MAX_VERSION
         stored = await self.store.read_version(type_, id_, int(vid)) if known else None
         if stored is None:
             raise HttpError(404, f"Version {vid} of {type_}/{id_} not found")

@@ -108,7 +108,9 @@ class ClientForm:
         for name in _LIFETIMES:
             text = getattr(self, name)
             if text:
-                cc[name] = int(text) if text.isascii() and text.isdigit() else text  # the API says why not
+                # Up to 18 digits: a 64-bit integer (larger ones stay text, which the API refuses).
+                small = text.isascii() and text.isdigit() and len(text) <= 18
+                cc[name] = int(text) if small else text  # the API says why not
             else:
                 cc.pop(name, None)
         if self.refresh_token:

@@ -83,4 +83,6 @@ class SessionPages(Pages):
 
 def _local(path: str) -> str | None:
     """``path`` when it is a console path (never another site: no open redirect)."""
-    return path if path.startswith("/ui/") and not path.startswith("//") and "\\" not in path else None
+    local = path.startswith("/ui/") and not path.startswith("//") and "\\" not in path
+    # Printable ASCII only: it becomes a Location header (no line breaks, nothing latin-1 cannot hold).
+    return path if local and path.isascii() and path.isprintable() else None
