@@ -30,6 +30,17 @@ async def seed_audit_event(app: App, event_id: str, code: str, client_id: str, o
     await app.store.add([NewResource("AuditEvent", event_id, body)])
 
 
+async def svc_token(root: httpx.AsyncClient) -> str:
+    """An opaque access token of a new client_credentials Client ``svc`` (its Session id before the dot)."""
+    await root.put(
+        "/Client/svc", json={"secret": "svc-secret-0123456789", "grant_types": ["client_credentials"]}
+    )
+    response = await root.post(
+        "/auth/token", data={"grant_type": "client_credentials"}, auth=("svc", "svc-secret-0123456789")
+    )
+    return str(response.json()["access_token"])
+
+
 async def test_creating_a_client_shows_a_generated_secret_once_and_it_works(
     app: App, root: httpx.AsyncClient
 ) -> None:
@@ -184,14 +195,7 @@ async def test_try_a_token_shows_the_response_and_the_decoded_jwt(app: App, root
 
 
 async def test_closing_a_session_in_the_console_stops_its_token(app: App, root: httpx.AsyncClient) -> None:
-    await root.put(
-        "/Client/svc", json={"secret": "svc-secret-0123456789", "grant_types": ["client_credentials"]}
-    )
-    token = (
-        await root.post(
-            "/auth/token", data={"grant_type": "client_credentials"}, auth=("svc", "svc-secret-0123456789")
-        )
-    ).json()["access_token"]
+    token = await svc_token(root)
     session_id = token.split(".")[0]
     bearer = {"Authorization": f"Bearer {token}"}
     async with console_client(app) as http:
@@ -322,14 +326,7 @@ async def test_form_values_no_header_or_integer_can_hold_are_refused_not_a_500(
     """A signed-in user (or a page tampered with) posting what no header can carry or no JSON integer
     can hold gets an answer: the default page to go back to, the API's 422, a stale-ETag refusal, a
     policy error without a line number. Never a 500, never a dropped connection."""
-    await root.put(
-        "/Client/svc", json={"secret": "svc-secret-0123456789", "grant_types": ["client_credentials"]}
-    )
-    token = (
-        await root.post(
-            "/auth/token", data={"grant_type": "client_credentials"}, auth=("svc", "svc-secret-0123456789")
-        )
-    ).json()["access_token"]
+    token = await svc_token(root)
     session_id = token.split(".")[0]
     async with console_client(app) as http:
         csrf = await sign_in(http, ROOT_ID, ROOT_SECRET)

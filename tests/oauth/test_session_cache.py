@@ -56,6 +56,21 @@ async def _open_session(store: Store, n: int) -> str:
     return session_id
 
 
+async def two_cached_sessions_and_the_feed_held(
+    here: Store, there: Store, cache: SessionCache
+) -> tuple[Any, str, str]:
+    """Two Sessions opened by the other process and cached here, then what this process's feed
+    receives held back (answers to fences included): the feed's connection and the two Session ids."""
+    assert isinstance(here, PostgresStore)
+    feed = await listening(here)
+    first, second = await _open_session(there, 1), await _open_session(there, 2)
+    assert await here.catch_up()  # their notifications here, before they are cached
+    for session_id in (first, second):
+        assert await cache.get(session_id) is not None
+    feed._transport.pause_reading()
+    return feed, first, second
+
+
 async def test_a_session_closed_by_another_process_is_seen_closed_as_soon_as_its_close_returns(
     database_url: str,
 ) -> None:
@@ -96,13 +111,7 @@ async def test_a_request_that_gives_up_while_waiting_does_not_fail_the_others_wa
     """Requests arriving together wait for one shared fence; one of them cancelled (a client gone, a
     timeout) leaves the others' answers as they would have been."""
     async with two_processes(database_url) as (here, there, cache):
-        assert isinstance(here, PostgresStore)
-        feed = await listening(here)
-        first, second = await _open_session(there, 1), await _open_session(there, 2)
-        assert await here.catch_up()  # their notifications here, before they are cached
-        for session_id in (first, second):
-            assert await cache.get(session_id) is not None
-        feed._transport.pause_reading()
+        feed, first, second = await two_cached_sessions_and_the_feed_held(here, there, cache)
         gone = asyncio.ensure_future(cache.get(first))
         waiting = asyncio.ensure_future(cache.get(second))
         # Both wait for the fence now (sent, its answer held back); the first gives up.
@@ -125,13 +134,7 @@ async def test_requests_waiting_for_a_fence_are_answered_when_the_fence_task_is_
     requests waiting on it, and those that arrived meanwhile, are answered from the database instead
     of waiting forever."""
     async with two_processes(database_url) as (here, there, cache):
-        assert isinstance(here, PostgresStore)
-        feed = await listening(here)
-        first, second = await _open_session(there, 1), await _open_session(there, 2)
-        assert await here.catch_up()  # their notifications here, before they are cached
-        for session_id in (first, second):
-            assert await cache.get(session_id) is not None
-        feed._transport.pause_reading()
+        feed, first, second = await two_cached_sessions_and_the_feed_held(here, there, cache)
         out = asyncio.ensure_future(cache.get(first))
         await eventually(
             lambda: here._fences is not None and not here._fences.done() and not here._next_fence

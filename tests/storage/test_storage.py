@@ -188,20 +188,25 @@ async def test_concurrent_appends_to_one_resource_lose_nothing(store: Store) -> 
     assert (await store.history("List", "l1", limit=1, offset=0))[1] == 50
 
 
+class Exists(Exception):
+    """A creation found the resource already there."""
+
+
+def create_only(body: dict[str, Any]) -> Callable[[Stored | None], dict[str, Any]]:
+    """A mutation creating ``body``, or raising ``Exists``."""
+
+    def mutation(current: Stored | None) -> dict[str, Any]:
+        if current is not None:
+            raise Exists
+        return dict(body)
+
+    return mutation
+
+
 async def test_concurrent_creates_of_one_new_id_are_serialised(store: Store) -> None:
-    class Exists(Exception):
-        pass
-
-    def create(n: int) -> Callable[[Stored | None], dict[str, Any]]:
-        def mutation(current: Stored | None) -> dict[str, Any]:
-            if current is not None:
-                raise Exists
-            return {"winner": n}
-
-        return mutation
-
     outcomes = await asyncio.gather(
-        *(store.mutate("Patient", "only", create(n)) for n in range(20)), return_exceptions=True
+        *(store.mutate("Patient", "only", create_only({"winner": n})) for n in range(20)),
+        return_exceptions=True,
     )
     winners = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
     assert len(winners) == 1
@@ -234,17 +239,6 @@ async def test_stores_sharing_a_database_write_one_resource_each_version_over_th
     counter one more), whichever way the writes raced (PostgreSQL: without locks first, then under
     them for the writes that lost a race)."""
 
-    class Exists(Exception):
-        pass
-
-    def create(n: int) -> Callable[[Stored | None], dict[str, Any]]:
-        def mutation(current: Stored | None) -> dict[str, Any]:
-            if current is not None:
-                raise Exists
-            return {"count": 1, "creator": n}
-
-        return mutation
-
     def increment(current: Stored | None) -> dict[str, Any]:
         assert current is not None
         return {**current.body, "count": current.body["count"] + 1}
@@ -255,7 +249,11 @@ async def test_stores_sharing_a_database_write_one_resource_each_version_over_th
     stores = [store, *others]
     try:
         created = await asyncio.gather(
-            *(s.mutate("Counter", "shared", create(n)) for n in range(10) for s in stores),
+            *(
+                s.mutate("Counter", "shared", create_only({"count": 1, "creator": n}))
+                for n in range(10)
+                for s in stores
+            ),
             return_exceptions=True,
         )
         assert sum(not isinstance(outcome, BaseException) for outcome in created) == 1
