@@ -307,6 +307,115 @@ async def test_a_write_waits_for_the_process_holding_its_resources_lock_and_is_a
         await admin.close()
 
 
+def on_another_connection(database_url: str, sql: str, *args: Any) -> None:
+    """Run ``sql`` on a connection of its own, from inside a (synchronous) mutation: another process
+    acting between a batch's read and its write."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(sql, *args)
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()))
+    thread.start()
+    thread.join()
+
+
+# Another process's update of a resource: a new version, written straight into the table.
+RACING_UPDATE = (
+    "UPDATE resource SET version = nextval('resource_version_seq'),"
+    " body = jsonb_set(body, '{racer}', 'true') WHERE type = $1 AND id = $2"
+)
+
+
+def increment(current: Stored | None) -> dict[str, Any]:
+    return {"count": (current.body["count"] if current else 0) + 1}
+
+
+async def test_writes_of_a_batch_that_committed_are_not_written_again_when_a_retry_fails(
+    database_url: str, store: Store, backend: str
+) -> None:
+    """PostgreSQL: a batch's writes commit together, except one that lost a race with another process;
+    when the connection then drops while that one is retried under locks, the writes already committed
+    and answered are not written a second time."""
+    if backend != "postgres":
+        pytest.skip("a PostgreSQL batch's race with another process")
+    await store.mutate("Counter", "y", increment)
+    await store.mutate("Counter", "x", increment)
+    calls = {"y": 0, "x": 0}
+
+    def on_y(current: Stored | None) -> dict[str, Any]:
+        calls["y"] += 1
+        return increment(current)
+
+    def on_x(current: Stored | None) -> dict[str, Any]:
+        calls["x"] += 1
+        if calls["x"] == 1:  # another process updates x between this batch's read and its write
+            on_another_connection(database_url, RACING_UPDATE, "Counter", "x")
+        elif calls["x"] == 2:  # retried under locks: this writer's connection is lost
+            on_another_connection(
+                database_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+        return increment(current)
+
+    answers = await asyncio.gather(
+        store.mutate("Counter", "y", on_y), store.mutate("Counter", "x", on_x), return_exceptions=True
+    )
+    assert calls["x"] >= 2, "x did not lose its race"
+    written = answers[0]
+    assert isinstance(written, MutationResult) and written.after is not None
+    stored = await store.read("Counter", "y")
+    assert stored is not None and stored.body["count"] == written.after.body["count"] == 2
+    assert calls["y"] == 1
+    assert (await store.history("Counter", "y", limit=10, offset=0))[1] == 2
+
+
+async def test_a_write_that_depended_on_an_earlier_one_of_its_batch_shares_its_fate(
+    database_url: str, store: Store, backend: str
+) -> None:
+    """PostgreSQL: two deletions of one resource in one batch, the first conditional (If-Match). When
+    the first loses a race with another process and, retried, is refused, the second (which found the
+    resource already deleted by the first) is decided again too: it deletes the resource, and what it
+    answers is what is stored."""
+    if backend != "postgres":
+        pytest.skip("a PostgreSQL batch's race with another process")
+
+    class PreconditionFailed(Exception):
+        pass
+
+    first = await store.mutate("Patient", "x", lambda current: {"name": "x"})
+    assert first.after is not None
+    seen = first.after.version
+    calls = {"conditional": 0}
+
+    def conditional_delete(current: Stored | None) -> Any:
+        calls["conditional"] += 1
+        if calls["conditional"] == 1:
+            on_another_connection(database_url, RACING_UPDATE, "Patient", "x")
+        if current is None or current.deleted:
+            return UNCHANGED
+        if current.version != seen:
+            raise PreconditionFailed
+        return DELETE
+
+    def plain_delete(current: Stored | None) -> Any:
+        return UNCHANGED if current is None or current.deleted else DELETE
+
+    refused, deleted = await asyncio.gather(
+        store.mutate("Patient", "x", conditional_delete),
+        store.mutate("Patient", "x", plain_delete),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, PreconditionFailed)
+    assert isinstance(deleted, MutationResult) and deleted.after is not None and deleted.after.deleted
+    stored = await store.read("Patient", "x")
+    assert stored is not None and stored.deleted and stored.version == deleted.after.version
+
+
 # -- search -----------------------------------------------------------------------------------------
 PEOPLE: dict[str, dict[str, Any]] = {
     "ann": {"name": {"given": "Ann", "family": "Lee"}, "age": 30, "active": True, "tags": ["a", "b"]},

@@ -245,13 +245,23 @@ def _fail(write: _Write, error: BaseException, cause: BaseException | None) -> N
         write.future.set_exception(error)
 
 
+class _Uncommitted(Exception):
+    """Raised when a batch was committed but for ``writes`` (they lost a race, and their retry under
+    locks failed): only they are still to commit."""
+
+    def __init__(self, writes: list[_Write]) -> None:
+        super().__init__(f"{len(writes)} writes of the batch are not committed")
+        self.writes = writes
+
+
 @dataclass(slots=True)
 class _Decided:
     """What a batch's writes decided over the rows read: each write's answer, and the rows to store.
 
-    Each row carries its guard: the index (in ``keys``) of the resource whose write decides its fate,
-    or -1 for the rows of a write that changed no resource of its own (they are stored in any case);
-    ``checked`` marks a write's own resource, the one whose row must still be as read."""
+    Each row, and each answer (``guards``), carries its guard: the index (in ``keys``) of the resource
+    whose write decides its fate, or -1 for a write that changed no resource of its own over a version
+    this batch made (its rows are stored, its answer given, in any case); ``checked`` marks a write's
+    own resource, the one whose row must still be as read."""
 
     when: str
     settled: list[tuple[_Write, Any, BaseException | None]]
@@ -270,10 +280,14 @@ async def _decide(
     """Apply each write of ``batch`` in order to the rows read (``current``, updated as it goes, so a
     resource written twice in a batch is written over its first new version)."""
     decided = _Decided(when, [], [], [], [])
+    changed: set[tuple[str, str]] = set()  # resources an earlier write of the batch changed
     for write in batch:
         await versions.ensure(1)
         key = (write.type_, write.id_)
         before = current.get(key)
+        # A write over a version an earlier write of the batch made depends on it: whatever it
+        # decided (nothing to do, an error) holds only if that one is stored, so it shares its guard.
+        guard = keys[key] if key in changed else -1
         try:
             outcome = write.mutation(before)
             after = next_version(write.type_, write.id_, before, outcome, versions.peek(), when)
@@ -284,11 +298,11 @@ async def _decide(
             created, rows = split_added(added)
         except Exception as error:
             decided.settled.append((write, None, error))
-            decided.guards.append(-1)
+            decided.guards.append(guard)
             continue
-        guard = -1
         if after is not None:
             guard = keys[key]
+            changed.add(key)
             versions.take()
             current[key] = after
             decided.written.append((after, guard, True))
@@ -678,6 +692,9 @@ class PostgresStore(Store):
             started = time.perf_counter()
             await self._commit(batch)
             self._commit_observer(time.perf_counter() - started, len(batch))
+        except _Uncommitted as uncommitted:
+            for write in uncommitted.writes:
+                await self._commit_batch([write])
         except _NUL_ERRORS as error:
             if len(batch) == 1:
                 _fail(batch[0], UnstorableValue(_NUL_MESSAGE), error)
@@ -698,7 +715,11 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             raced = await self._commit_unlocked(conn, batch)
             if raced:
-                await self._commit_locked(conn, raced)
+                try:
+                    await self._commit_locked(conn, raced)
+                except Exception as error:
+                    # The rest of the batch is committed and answered: only these may be retried.
+                    raise _Uncommitted(raced) from error
 
     async def _commit_unlocked(self, conn: asyncpg.Connection, batch: list[_Write]) -> list[_Write]:
         """Read the current rows and draw versions in one query, decide every write, and store them
