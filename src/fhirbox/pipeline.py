@@ -27,7 +27,7 @@ from fhirbox.http.routing import Route, Router
 from fhirbox.ids import UniqueIds
 from fhirbox.logs import AccessLog, request_id
 from fhirbox.metrics import UNMATCHED, Metrics
-from fhirbox.storage.base import UnstorableValue
+from fhirbox.storage.base import QueryTooCostly, UnstorableValue
 
 log = logging.getLogger("fhirbox.request")
 
@@ -122,7 +122,7 @@ class Pipeline:
             route, request.path_params = self.router.match(request.method, request.path)
             template = route.template
             response = await self.respond(request, route)
-        except (HttpError, UnstorableValue) as error:
+        except (HttpError, UnstorableValue, QueryTooCostly) as error:
             response = self.failure(request, _http_error(error))
         except Exception:
             log.exception("internal error in request %s %s", request.method, request.path)
@@ -197,7 +197,7 @@ class Pipeline:
                 raise HttpError(403, f"{method} {path} cannot be called from inside the server")
             await self.check_access(request, principal, route)
             return await route.handler(request, principal)
-        except (HttpError, UnstorableValue) as error:
+        except (HttpError, UnstorableValue, QueryTooCostly) as error:
             return error_response(request, _http_error(error))
 
     def request(self, scope: Scope, receive: Receive, request_id: str = "") -> Request:
@@ -262,10 +262,13 @@ class Pipeline:
                 raise HttpError(400, f"Query parameter {name!r} is set by the route, not the query string")
 
 
-def _http_error(error: HttpError | UnstorableValue) -> HttpError:
-    """The answer to a failure a handler may raise: its own, or 422 for a body no backend can hold."""
+def _http_error(error: HttpError | UnstorableValue | QueryTooCostly) -> HttpError:
+    """The answer to a failure a handler may raise: its own, 422 for a body no backend can hold, 400
+    for a search the database gave up on."""
     if isinstance(error, UnstorableValue):
         return HttpError(422, f"Invalid resource: {error}")
+    if isinstance(error, QueryTooCostly):
+        return HttpError(400, str(error))
     return error
 
 

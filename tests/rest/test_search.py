@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 
 async def search(root: httpx.AsyncClient, type_: str = "Patient", **params: str) -> dict[str, Any]:
@@ -236,3 +237,21 @@ async def test_text_filters_match_values_whatever_json_escapes_them(root: httpx.
         assert ids(await search(root, **{"code.text": value})) == [f"o{n}"]
         assert ids(await search(root, **{"tags.v": value})) == [f"o{n}"]
     assert ids(await search(root, **{"code.text": "say"})) == []
+
+
+async def test_a_search_sqlite_gives_up_on_is_a_400_saying_to_narrow_it(
+    root: httpx.AsyncClient, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite's search budget")
+    from fhirbox.storage import sqlite as sqlite_store
+
+    for n in range(50):
+        await root.put(f"/Patient/b{n}", json={"a": {"b": n}})
+    monkeypatch.setattr(sqlite_store, "SEARCH_BUDGET", 0.0)
+    monkeypatch.setattr(sqlite_store, "_PROGRESS_STEPS", 10)
+    response = await root.get("/Patient", params=[("a.b", str(n)) for n in range(20)])
+    assert response.status_code == 400
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert "narrow it" in body["issue"][0]["diagnostics"]

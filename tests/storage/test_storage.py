@@ -1093,3 +1093,36 @@ def test_sqlite_that_cannot_start_its_threads_says_so_and_leaves_no_connection_o
     for conn in opened:
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             conn.execute("SELECT 1")
+
+
+async def test_sqlite_searches_leave_the_event_loop_free_and_stop_past_their_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search's cost grows with its rows times its filters: it runs beside the event loop, which
+    goes on serving meanwhile, and past its budget SQLite gives up on it (QueryTooCostly, a 400)."""
+    from fhirbox.storage import sqlite as sqlite_store
+    from fhirbox.storage.base import QueryTooCostly
+
+    store = open_store(f"sqlite:///{tmp_path / 'search.db'}")
+    await store.open()
+    try:
+        await asyncio.gather(
+            *(store.mutate("Patient", f"p{n}", put({"a": {"b": {"c": n}}})) for n in range(3000))
+        )
+        query = SearchQuery(filters=tuple(Filter(("a", "b", "c"), str(n)) for n in range(60)))
+        searching = asyncio.ensure_future(store.search("Patient", query))
+        turns = 0
+        while not searching.done():  # the loop's turns taken while the search runs
+            turns += 1
+            await asyncio.sleep(0)
+        assert (await searching).resources == []
+        assert turns >= 10, f"the event loop took {turns} turns during the search"
+
+        monkeypatch.setattr(sqlite_store, "SEARCH_BUDGET", 0.0)
+        monkeypatch.setattr(sqlite_store, "_PROGRESS_STEPS", 100)
+        with pytest.raises(QueryTooCostly, match="narrow it"):
+            await store.search("Patient", query)
+        monkeypatch.undo()
+        assert len((await store.search("Patient", SearchQuery(limit=5))).resources) == 5
+    finally:
+        await store.close()

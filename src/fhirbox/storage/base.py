@@ -66,6 +66,11 @@ class UnstorableValue(ValueError):
     U+0000); nothing is written. The request pipeline answers it as an invalid resource (422)."""
 
 
+class QueryTooCostly(Exception):
+    """Raised by ``search`` when the database gave up on a search that took longer than the store
+    allows one (SQLite: ``SEARCH_BUDGET`` seconds). The request pipeline answers it 400."""
+
+
 @dataclass(frozen=True, slots=True)
 class MutationResult:
     before: Stored | None

@@ -12,6 +12,7 @@ itself fail a batch, each write of it is retried alone, so one bad write never f
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import math
@@ -37,9 +38,11 @@ from fhirbox.storage.base import (
     Mutation,
     MutationResult,
     NewResource,
+    QueryTooCostly,
     SearchQuery,
     SearchResult,
     SearchSql,
+    SearchStatements,
     SortKey,
     Store,
     Stored,
@@ -64,6 +67,11 @@ _LINGER = 0.001
 _LINGER_BATCH = 16
 _STREAMING = 0.005
 _KEYS_PER_SELECT = 400
+# Searches run on these many threads, each stopped after SEARCH_BUDGET seconds of SQLite work (checked
+# every _PROGRESS_STEPS virtual-machine instructions).
+SEARCH_THREADS = 2
+SEARCH_BUDGET = 5.0
+_PROGRESS_STEPS = 20_000
 # Rows written between WAL checkpoints (a write is a resource row and a history row, a token adds an
 # AuditEvent). Checkpoints run beside the writer (``_Checkpointer``), which then copies what was committed
 # meanwhile: the more rows apart, the longer that last copy holds up writes. put-patient p99 on a 2-CPU VM:
@@ -214,6 +222,7 @@ class SQLiteStore(Store):
         super().__init__()
         self.path = path
         self._reader: sqlite3.Connection | None = None
+        self._searches: _Searches | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._error: BaseException = RuntimeError("write failed")
         self._thread: threading.Thread | None = None
@@ -272,12 +281,16 @@ class SQLiteStore(Store):
                 self._reader = None
             raise self._cannot_open(exc) from None
         self._thread = thread
+        self._searches = _Searches(self.path)
 
     def _cannot_open(self, error: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"cannot open SQLite database {self.path}: {error}")
 
     async def close(self) -> None:
         await self.stop_change_feed()
+        searches, self._searches = self._searches, None
+        if searches is not None:
+            await asyncio.get_running_loop().run_in_executor(None, searches.close)
         if self._thread is not None:
             self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -364,13 +377,18 @@ class SQLiteStore(Store):
         return [_row_to_stored(type_, id_, row) for row in rows], total
 
     async def search(self, type_: str, query: SearchQuery) -> SearchResult:
+        """Run on a search thread with a connection of its own, never on the event loop: a search's
+        cost grows with the rows it scans times its filters (each a JSON walk), and one of 99 filters
+        over 4,000 AuditEvents took 3 s, every other request waiting. SQLite is interrupted past
+        ``SEARCH_BUDGET`` seconds (``QueryTooCostly``)."""
         sql = _SearchSql().statements(type_, query)
         if sql is None:
             return SearchResult([], 0)
-        conn = self._conn
-        total = conn.execute(sql.count, sql.count_params).fetchone()[0] if query.total else None
-        rows = conn.execute(sql.select, sql.select_params).fetchall()
-        return SearchResult([orjson.loads(row[0]) for row in rows], total)
+        if self._searches is None:
+            raise RuntimeError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._searches.pool, self._searches.run, sql, query.total
+        )
 
     # -- writes ----------------------------------------------------------------------------------
     def _future(self) -> asyncio.Future[Any]:
@@ -581,6 +599,47 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
         conn.execute(_CHECKPOINT).fetchall()
     except Exception:  # the thread running it (the writer, the checkpointer) must go on
         log.exception("WAL checkpoint failed")
+
+
+class _Searches:
+    """The threads searches run on (``SEARCH_THREADS``), each with its own connection, opened on its
+    first search; a search running longer than ``SEARCH_BUDGET`` seconds is interrupted."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pool = concurrent.futures.ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="fhirbox-search")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def run(self, sql: SearchStatements, with_total: bool) -> SearchResult:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path)
+            with self._lock:
+                self._connections.append(conn)
+        deadline = time.monotonic() + SEARCH_BUDGET
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        try:
+            total = conn.execute(sql.count, sql.count_params).fetchone()[0] if with_total else None
+            rows = conn.execute(sql.select, sql.select_params).fetchall()
+        except sqlite3.OperationalError as error:
+            if "interrupted" not in str(error):
+                raise
+            raise QueryTooCostly(
+                f"The search was stopped after {SEARCH_BUDGET:g} s: narrow it (fewer or shorter filters,"
+                " _id, or a smaller _count)"
+            ) from None
+        finally:
+            conn.set_progress_handler(None, 0)
+        return SearchResult([orjson.loads(row[0]) for row in rows], total)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
 
 
 class _Checkpointer:
