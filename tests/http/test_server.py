@@ -4,6 +4,7 @@ timeouts; the connection cap; the open-file limit. Raw sockets to 127.0.0.1 only
 
 from __future__ import annotations
 
+import json
 import resource
 import socket
 import threading
@@ -117,6 +118,27 @@ def head_with_fields(count: int) -> bytes:
     """A ``GET /health`` head with ``count`` header fields (Host included)."""
     fields = [b"Host: 127.0.0.1"] + [b"X-Field-%d: %d" % (i, i) for i in range(count - 1)]
     return b"GET /health HTTP/1.1\r\n" + b"\r\n".join(fields) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "GET /Patient?name=M\u00fcller HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        b"POST /Patient HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"FOOBAR / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["raw UTF-8 in the query", "two Content-Lengths", "unknown method"],
+)
+def test_a_request_the_parser_refuses_is_a_400_operation_outcome(
+    default_server: ServerProcess, head: bytes
+) -> None:
+    with connect(default_server) as sock:
+        sock.sendall(head)
+        status, body = read_response(sock)
+    assert status == 400
+    outcome = json.loads(body)
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "Invalid HTTP request" in outcome["issue"][0]["diagnostics"]
 
 
 # --- heads over the limits are 431 before the application sees them -------------------------------

@@ -56,6 +56,18 @@ _TOO_LARGE_BODY = dump_json(
         f"Request head is over {MAX_HEAD_BYTES} bytes or {MAX_HEAD_FIELDS} header fields",
     )
 )
+_UNPARSABLE_BODY = dump_json(
+    operation_outcome(
+        "invalid",
+        "Invalid HTTP request: not HTTP/1.1 as RFC 9112 writes it (percent-encode what a request"
+        " target may not hold raw; one Content-Length, or chunked)",
+    )
+)
+_UNPARSABLE_TAIL = (
+    b"content-type: application/json\r\n"
+    b"content-length: " + str(len(_UNPARSABLE_BODY)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + _UNPARSABLE_BODY
+)
 _TOO_LARGE_TAIL = (
     b"content-type: application/json\r\n"
     b"content-length: " + str(len(_TOO_LARGE_BODY)).encode() + b"\r\n"
@@ -253,17 +265,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.send_400_response("Invalid HTTP request received.")
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's 400 for what httptools cannot parse, with an ``X-Request-Id`` and a log line
-        naming it (the application never sees such a request)."""
+        """uvicorn's 400 for what httptools cannot parse, as an OperationOutcome, with an
+        ``X-Request-Id`` and a log line naming it (the application never sees such a request)."""
         request_id = _unparsed_request_id()
         self.logger.warning(msg, extra={"request_id": request_id})
-        body = msg.encode("ascii")
-        self._close_with(
-            400,
-            request_id,
-            b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body,
-        )
+        self._close_with(400, request_id, _UNPARSABLE_TAIL)
 
     def _refuse_head(self) -> None:
         self.reading_head = False
