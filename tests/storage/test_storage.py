@@ -1126,3 +1126,32 @@ async def test_sqlite_searches_leave_the_event_loop_free_and_stop_past_their_bud
         assert len((await store.search("Patient", SearchQuery(limit=5))).resources) == 5
     finally:
         await store.close()
+
+
+async def test_search_looks_one_level_into_an_array_at_the_end_as_a_restricted_read_does(
+    store: Store,
+) -> None:
+    """A SMART restriction (``system/Observation.rs?category=laboratory``) is a search filter and, on
+    a read, ``matches_filters``: both backends' searches find what that check accepts and nothing
+    else, so a restricted token cannot list a resource it may not read."""
+    from fhirbox.storage.base import matches_filters
+
+    bodies = {
+        "flat": {"category": "laboratory"},
+        "listed": {"category": ["vital", "laboratory"]},
+        "nested": {"category": [["laboratory"]]},
+        "number": {"category": [[5]]},
+    }
+    await put_many(store, "Observation", bodies)
+    for value in ("laboratory", "5"):
+        restriction = Filter(("category",), value)
+        found = await store.search("Observation", SearchQuery(filters=(restriction,)))
+        readable = [id_ for id_, body in bodies.items() if matches_filters(body, [restriction])]
+        assert sorted(ids(found.resources)) == sorted(readable)
+    assert sorted(
+        ids(
+            (
+                await store.search("Observation", SearchQuery(filters=(Filter(("category",), "laboratory"),)))
+            ).resources
+        )
+    ) == ["flat", "listed"]

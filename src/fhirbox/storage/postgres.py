@@ -353,14 +353,17 @@ def _number(text: str) -> str | None:
 
 def _filter_path(flt: Filter) -> str:
     """A JSON path that exists when the value at ``flt.path`` (or an item of the array there)
-    equals ``flt.value`` as text, number or boolean. Lax mode unwraps arrays on the way."""
+    equals ``flt.value`` as text, number or boolean. Lax mode unwraps arrays on the way; at the end
+    it would unwrap an item that is itself an array too (``[["x"]]`` matching ``x``), which neither
+    SQLite nor ``matches_filters`` (a SMART-restricted read) does: ``.type()`` is never unwrapped,
+    so items that are arrays are left out. The GIN index still serves it."""
     choices = ["@ == " + orjson.dumps(flt.value).decode()]
     number = _number(flt.value)
     if number is not None:
         choices.append(f"@ == {number}")
     if flt.value in ("true", "false"):
         choices.append(f"@ == {flt.value}")
-    return f"{_path_literal(flt.path)} ? ({' || '.join(choices)})"
+    return f'{_path_literal(flt.path)} ? (@.type() != "array" && ({" || ".join(choices)}))'
 
 
 class _SearchSql(SearchSql):
