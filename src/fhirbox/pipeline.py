@@ -122,7 +122,7 @@ class Pipeline:
             route, request.path_params = self.router.match(request.method, request.path)
             template = route.template
             response = await self.respond(request, route)
-        except (HttpError, UnstorableValue, QueryTooCostly) as error:
+        except _ANSWERED as error:
             response = self.failure(request, _http_error(error))
         except Exception:
             log.exception("internal error in request %s %s", request.method, request.path)
@@ -197,7 +197,7 @@ class Pipeline:
                 raise HttpError(403, f"{method} {path} cannot be called from inside the server")
             await self.check_access(request, principal, route)
             return await route.handler(request, principal)
-        except (HttpError, UnstorableValue, QueryTooCostly) as error:
+        except _ANSWERED as error:
             return error_response(request, _http_error(error))
 
     def request(self, scope: Scope, receive: Receive, request_id: str = "") -> Request:
@@ -260,6 +260,10 @@ class Pipeline:
         for name, _ in request.query:
             if name in self.route_keys:
                 raise HttpError(400, f"Query parameter {name!r} is set by the route, not the query string")
+
+
+# What a handler may raise that is answered as the client's error (``_http_error``), not a 500.
+_ANSWERED = (HttpError, UnstorableValue, QueryTooCostly)
 
 
 def _http_error(error: HttpError | UnstorableValue | QueryTooCostly) -> HttpError:

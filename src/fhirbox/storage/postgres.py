@@ -317,6 +317,13 @@ async def _decide(
     return decided
 
 
+def _keys_of(batch: list[_Write]) -> tuple[dict[tuple[str, str], int], list[str], list[str]]:
+    """The batch's resources once each, in the order first written, with their index (a write's
+    guard), and their types and ids as the statements take them."""
+    keys = {key: index for index, key in enumerate(dict.fromkeys((w.type_, w.id_) for w in batch))}
+    return keys, [key[0] for key in keys], [key[1] for key in keys]
+
+
 def _answer(settled: list[tuple[_Write, Any, BaseException | None]]) -> None:
     """Answer each write (unless its caller gave up)."""
     for write, value, failure in settled:
@@ -731,8 +738,7 @@ class PostgresStore(Store):
         INSERT of a new resource yields to a row committed meanwhile. Every write is answered but
         those that lost (another process wrote the same resource in between): they are returned,
         nothing of them stored."""
-        keys = {key: index for index, key in enumerate(dict.fromkeys((w.type_, w.id_) for w in batch))}
-        types, ids = [key[0] for key in keys], [key[1] for key in keys]
+        keys, types, ids = _keys_of(batch)
         current: dict[tuple[str, str], Stored | None] = {}
         drawn: list[int] = []
         for row in await conn.fetch(_NUMBER_AND_READ, types, ids, 2 * len(batch)):
@@ -792,16 +798,14 @@ class PostgresStore(Store):
         of one resource increase in the order its writes commit; the current rows; one statement
         writing every new version to both tables and notifying; COMMIT.
         """
-        keys = list(dict.fromkeys((write.type_, write.id_) for write in batch))
-        types, ids = [key[0] for key in keys], [key[1] for key in keys]
+        keys, types, ids = _keys_of(batch)
         async with conn.transaction():
             versions = _Versions(conn, await conn.fetchval(_LOCK_AND_NUMBER, types, ids, 2 * len(batch)))
             current: dict[tuple[str, str], Stored | None] = {
                 (row["type"], row["id"]): _row_to_stored(row["type"], row["id"], row)
                 for row in await conn.fetch(_READ_CURRENT, types, ids)
             }
-            index = {key: n for n, key in enumerate(keys)}
-            decided = await _decide(batch, index, current, versions, now_iso())
+            decided = await _decide(batch, keys, current, versions, now_iso())
             written = [row for row, _, _ in decided.written]
             appended = [row for row, _ in decided.appended]
             if written or appended:
